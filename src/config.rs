@@ -1,0 +1,128 @@
+//! `RunConfig`: the Python config dict (langchain's RunnableConfig) parsed once per call.
+
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+const DEFAULT_RECURSION_LIMIT: i64 = 25;
+
+pub(crate) struct RunConfig {
+    /// The caller's dict as given (None when no config was passed).
+    user: Option<Py<PyDict>>,
+    /// `config["max_concurrency"]`: the cap on calls in flight for one fan-out.
+    pub(crate) max_concurrency: Option<usize>,
+}
+
+impl RunConfig {
+    pub(crate) fn parse(config: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let Some(config) = config.filter(|c| !c.is_none()) else {
+            return Ok(Self {
+                user: None,
+                max_concurrency: None,
+            });
+        };
+        let dict = config.cast::<PyDict>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "config must be a dict (a RunnableConfig) or None; got {}",
+                type_name(config)
+            ))
+        })?;
+        let max_concurrency = match dict.get_item("max_concurrency")? {
+            Some(v) if !v.is_none() => {
+                let n: i64 = v.extract().map_err(|_| {
+                    PyTypeError::new_err(format!(
+                        "config['max_concurrency'] must be a positive int or None; got {}",
+                        type_name(&v)
+                    ))
+                })?;
+                if n < 1 {
+                    return Err(PyValueError::new_err(format!(
+                        "config['max_concurrency'] must be a positive int or None; got {n}"
+                    )));
+                }
+                Some(n as usize)
+            }
+            _ => None,
+        };
+        Ok(Self {
+            user: Some(dict.clone().unbind()),
+            max_concurrency,
+        })
+    }
+
+    /// The dict handed to a function with a `config` parameter or to a foreign runnable: a fresh
+    /// dict with langchain's defaults (`ensure_config`), so that one step's writes reach no other.
+    pub(crate) fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        dict.set_item("tags", PyList::empty(py))?;
+        dict.set_item("metadata", PyDict::new(py))?;
+        dict.set_item("callbacks", py.None())?;
+        dict.set_item("recursion_limit", DEFAULT_RECURSION_LIMIT)?;
+        dict.set_item("configurable", PyDict::new(py))?;
+        if let Some(user) = &self.user {
+            for (k, v) in user.bind(py).iter() {
+                // Copy the mutable containers so that a step cannot edit the caller's config.
+                let v = if let Ok(list) = v.cast::<PyList>() {
+                    PyList::new(py, list.iter())?.into_any()
+                } else if let Ok(d) = v.cast::<PyDict>() {
+                    d.copy()?.into_any()
+                } else {
+                    v
+                };
+                dict.set_item(k, v)?;
+            }
+        }
+        Ok(dict)
+    }
+}
+
+/// The configs of a batch: one shared by every input, or one per input.
+pub(crate) enum BatchConfig {
+    Shared(Arc<RunConfig>),
+    PerInput(Vec<Arc<RunConfig>>),
+}
+
+impl BatchConfig {
+    pub(crate) fn parse(config: Option<&Bound<'_, PyAny>>, n: usize) -> PyResult<Self> {
+        match config {
+            Some(c) if c.is_instance_of::<PyList>() || c.is_instance_of::<PyTuple>() => {
+                let configs = c
+                    .try_iter()?
+                    .map(|item| RunConfig::parse(Some(&item?)).map(Arc::new))
+                    .collect::<PyResult<Vec<_>>>()?;
+                if configs.len() != n {
+                    return Err(PyValueError::new_err(format!(
+                        "got {} configs for {n} inputs; pass one config, or one per input",
+                        configs.len()
+                    )));
+                }
+                Ok(Self::PerInput(configs))
+            }
+            other => Ok(Self::Shared(Arc::new(RunConfig::parse(other)?))),
+        }
+    }
+
+    pub(crate) fn get(&self, i: usize) -> &Arc<RunConfig> {
+        match self {
+            Self::Shared(c) => c,
+            Self::PerInput(v) => &v[i],
+        }
+    }
+
+    /// The batch's own cap on items in flight (langchain reads it from the first config).
+    pub(crate) fn max_concurrency(&self) -> Option<usize> {
+        match self {
+            Self::Shared(c) => c.max_concurrency,
+            Self::PerInput(v) => v.first().and_then(|c| c.max_concurrency),
+        }
+    }
+}
+
+pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "object".to_owned())
+}

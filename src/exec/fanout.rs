@@ -1,0 +1,284 @@
+//! The sync fan-out: "the caller helps, helpers are woken in a chain" (DESIGN.md).
+//!
+//! One shared counter hands out items. A blocking caller wakes ONE helper, then claims and runs
+//! items itself while it holds the GIL, and waits (GIL released) only when nothing is left to
+//! claim. A helper claims an item and, if unclaimed items remain and the budget allows, wakes one
+//! more helper before running it. Trivial items are all done by the caller before a helper even
+//! wakes; blocking items get one thread each within about 2 ms. Because the caller works, a
+//! nested fan-out never waits on a pool that only it could unblock.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyException, PyRuntimeError};
+use pyo3::prelude::*;
+
+use super::context::Context;
+use super::pool::{self, InFlight};
+use super::wait::{self, Signal};
+use super::{Awaitable, Mode, Work};
+use crate::errors::panic_to_pyerr;
+
+/// Who is told when the fan-out is over (all items done, or the first failure).
+pub(crate) enum Notify {
+    /// A blocked caller.
+    Waiter(Signal),
+    /// An event loop: `loop.call_soon_threadsafe(callback)`.
+    Loop {
+        event_loop: Py<PyAny>,
+        callback: Py<PyAny>,
+    },
+}
+
+pub(crate) struct FanOut {
+    work: Arc<dyn Work>,
+    ctx: Context,
+    return_exceptions: bool,
+    next: AtomicUsize,
+    remaining: AtomicUsize,
+    helpers_left: AtomicUsize,
+    /// Set at the first failure or on abort: nothing more is claimed.
+    stop: AtomicBool,
+    fired: AtomicBool,
+    slots: Mutex<Vec<Option<Py<PyAny>>>>,
+    failure: Mutex<Option<PyErr>>,
+    notify: Notify,
+}
+
+impl FanOut {
+    fn new(
+        work: Arc<dyn Work>,
+        ctx: Context,
+        helpers: usize,
+        return_exceptions: bool,
+        notify: Notify,
+    ) -> Arc<Self> {
+        let n = work.len();
+        Arc::new(Self {
+            work,
+            ctx,
+            return_exceptions,
+            next: AtomicUsize::new(0),
+            remaining: AtomicUsize::new(n),
+            helpers_left: AtomicUsize::new(helpers),
+            stop: AtomicBool::new(false),
+            fired: AtomicBool::new(false),
+            slots: Mutex::new((0..n).map(|_| None).collect()),
+            failure: Mutex::new(None),
+            notify,
+        })
+    }
+
+    /// Runs every item, the calling thread included; returns the results in item order, or
+    /// the first failure (in time) as soon as it happens.
+    pub(crate) fn run_blocking(
+        py: Python<'_>,
+        work: Arc<dyn Work>,
+        max_concurrency: Option<usize>,
+        return_exceptions: bool,
+    ) -> PyResult<Vec<Py<PyAny>>> {
+        let n = work.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let helpers = max_concurrency.unwrap_or(n).min(n) - 1;
+        let ctx = Context::capture(py)?;
+        let fan = Self::new(
+            work,
+            ctx,
+            helpers,
+            return_exceptions,
+            Notify::Waiter(Signal::default()),
+        );
+        fan.wake_helper();
+        while let Some(i) = fan.claim() {
+            fan.run_item(py, i);
+        }
+        let Notify::Waiter(signal) = &fan.notify else {
+            unreachable!("run_blocking always waits on a Signal")
+        };
+        if let Err(interrupt) = wait::wait(py, signal) {
+            fan.abort();
+            return Err(interrupt);
+        }
+        fan.take_outcome(py)
+    }
+
+    /// Starts the items on pool threads only (the caller is an event loop thread, which must not
+    /// block); `callback` is scheduled on `event_loop` when it is over. See [`Self::take_outcome`].
+    pub(crate) fn start_detached(
+        py: Python<'_>,
+        work: Arc<dyn Work>,
+        ctx: Context,
+        max_concurrency: Option<usize>,
+        return_exceptions: bool,
+        event_loop: Py<PyAny>,
+        callback: Py<PyAny>,
+    ) -> Arc<Self> {
+        let n = work.len();
+        let helpers = max_concurrency.unwrap_or(n).min(n);
+        let fan = Self::new(
+            work,
+            ctx,
+            helpers,
+            return_exceptions,
+            Notify::Loop {
+                event_loop,
+                callback,
+            },
+        );
+        if n == 0 {
+            fan.fire(py);
+        }
+        fan.wake_helper();
+        fan
+    }
+
+    /// Stops handing out items; running ones finish and their results are dropped.
+    pub(crate) fn abort(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// The outcome once notified: all results in item order, or the first failure.
+    pub(crate) fn take_outcome(&self, _py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
+        if let Some(err) = self.failure.lock().take() {
+            return Err(err);
+        }
+        let slots = std::mem::take(&mut *self.slots.lock());
+        slots
+            .into_iter()
+            .map(|slot| {
+                slot.ok_or_else(|| PyRuntimeError::new_err("fastlcel: fan-out result missing"))
+            })
+            .collect()
+    }
+
+    fn claim(&self) -> Option<usize> {
+        if self.stop.load(Ordering::Acquire) {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::AcqRel);
+        (i < self.work.len()).then_some(i)
+    }
+
+    fn unclaimed(&self) -> bool {
+        !self.stop.load(Ordering::Acquire) && self.next.load(Ordering::Acquire) < self.work.len()
+    }
+
+    fn wake_helper(self: &Arc<Self>) {
+        if !self.unclaimed() {
+            return;
+        }
+        if self
+            .helpers_left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return;
+        }
+        let fan = Arc::clone(self);
+        pool::submit(Box::new(move || fan.help()));
+    }
+
+    /// A pool thread's share of the work.
+    fn help(self: Arc<Self>) {
+        if !self.unclaimed() {
+            return;
+        }
+        let Some(_in_flight) = InFlight::enter() else {
+            return;
+        };
+        Python::attach(|py| {
+            while let Some(i) = self.claim() {
+                self.wake_helper();
+                self.run_item(py, i);
+                if pool::shutting_down() {
+                    break;
+                }
+            }
+        });
+    }
+
+    fn run_item(&self, py: Python<'_>, i: usize) {
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.ctx.run(py, || self.work.run(py, i))
+        }))
+        .unwrap_or_else(|payload| Err(panic_to_pyerr(payload)));
+        match result {
+            Ok(value) => {
+                if !self.stop.load(Ordering::Acquire) {
+                    self.slots.lock()[i] = Some(value);
+                }
+            }
+            // Only Exceptions go into slots: KeyboardInterrupt or SystemExit abort the call.
+            Err(err) if self.return_exceptions && err.is_instance_of::<PyException>(py) => {
+                self.slots.lock()[i] = Some(err.into_value(py).into_any());
+            }
+            Err(err) => self.fail(py, err),
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.fire(py);
+        }
+    }
+
+    fn fail(&self, py: Python<'_>, err: PyErr) {
+        {
+            let mut failure = self.failure.lock();
+            if failure.is_none() {
+                *failure = Some(err);
+            }
+        }
+        self.stop.store(true, Ordering::Release);
+        self.fire(py);
+    }
+
+    fn fire(&self, py: Python<'_>) {
+        if self.fired.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match &self.notify {
+            Notify::Waiter(signal) => signal.set(),
+            Notify::Loop {
+                event_loop,
+                callback,
+            } => {
+                // A closed loop raises RuntimeError: nobody is left to tell.
+                let _ = event_loop
+                    .bind(py)
+                    .call_method1(pyo3::intern!(py, "call_soon_threadsafe"), (callback,));
+            }
+        }
+    }
+}
+
+/// A test hook: a fan-out whose second item panics on a pool thread while the caller sleeps in
+/// the first. Proves that a Rust panic surfaces as `fastlcel.PanicError`.
+#[pyfunction]
+fn _debug_panic_in_pool(py: Python<'_>) -> PyResult<()> {
+    struct PanicWork;
+    impl Work for PanicWork {
+        fn len(&self) -> usize {
+            2
+        }
+        fn run(&self, py: Python<'_>, i: usize) -> PyResult<Py<PyAny>> {
+            if i == 0 {
+                py.detach(|| std::thread::sleep(std::time::Duration::from_millis(200)));
+                return Ok(py.None());
+            }
+            panic!("deliberate panic from fastlcel._core._debug_panic_in_pool");
+        }
+        fn mode(&self, _: usize) -> Mode {
+            Mode::Pool
+        }
+        fn awaitable<'py>(&self, py: Python<'py>, _: usize) -> PyResult<Awaitable<'py>> {
+            Ok(Awaitable::Other(py.None().into_bound(py)))
+        }
+    }
+    FanOut::run_blocking(py, Arc::new(PanicWork), None, false).map(drop)
+}
+
+pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_debug_panic_in_pool, m)?)
+}

@@ -1,0 +1,245 @@
+//! The thread pool behind every sync step.
+//!
+//! Threads are made on demand up to [`MAX_THREADS`] and kept [`IDLE_TIMEOUT`] when idle. Each
+//! keeps one Python thread state for its whole life, so attaching to run a step is only a GIL
+//! acquire (making and freeing a thread state per attach measured 2x slower fan-outs).
+//!
+// NOTE: an own pool rather than tokio's blocking pool: the fan-out needs "wake exactly one idle
+// thread or start one" (the idle count below), permanent thread states and a reset after
+// fork(); tokio would bring a runtime for a queue and a spawner (DESIGN.md: both perform alike).
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+/// Like tokio's blocking pool: enough for hundreds of steps blocked on IO at once.
+pub(crate) const MAX_THREADS: usize = 512;
+/// 10 s caused hundreds of respawns in a benchmark; 60 s did not.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
+
+struct Pool {
+    /// Jobs for threads that were counted idle; every send here was preceded by taking one
+    /// from `idle`, so a job sent here always has a waiting thread.
+    tx: Sender<Job>,
+    rx: Receiver<Job>,
+    /// Threads blocked in `recv` that no submitter has claimed yet.
+    idle: AtomicUsize,
+    threads: AtomicUsize,
+    /// Jobs for a thread being started, or submitted while all `MAX_THREADS` were busy; a
+    /// thread takes them before it counts itself idle.
+    overflow: Mutex<VecDeque<Job>>,
+}
+
+impl Pool {
+    fn new() -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Self {
+            tx,
+            rx,
+            idle: AtomicUsize::new(0),
+            threads: AtomicUsize::new(0),
+            overflow: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn claim_idle(&self) -> bool {
+        self.idle
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+/// The current pool. A pool is never freed (after a fork the child leaks the parent's and makes
+/// its own), so a reference to it lives as long as the process.
+static POOL: AtomicPtr<Pool> = AtomicPtr::new(ptr::null_mut());
+
+fn pool() -> &'static Pool {
+    let p = POOL.load(SeqCst);
+    if !p.is_null() {
+        // SAFETY: non-null pointers in POOL come from Box::into_raw and are never freed.
+        return unsafe { &*p };
+    }
+    let fresh = Box::into_raw(Box::new(Pool::new()));
+    match POOL.compare_exchange(ptr::null_mut(), fresh, SeqCst, SeqCst) {
+        // SAFETY: we just stored `fresh`, a leaked Box.
+        Ok(_) => unsafe { &*fresh },
+        Err(winner) => {
+            // SAFETY: `fresh` was never shared; `winner` is a leaked Box like any in POOL.
+            unsafe {
+                drop(Box::from_raw(fresh));
+                &*winner
+            }
+        }
+    }
+}
+
+/// Runs `job` on a pool thread: an idle one if any, else a new one, else (all busy) queued.
+pub(crate) fn submit(job: Job) {
+    let pool = pool();
+    if pool.claim_idle() {
+        // The receiver lives in `pool` forever, so the send cannot fail.
+        let _ = pool.tx.send(job);
+        return;
+    }
+    // A new thread takes its first job from the overflow queue, so a job is never lost, even if
+    // the OS refuses the thread (then a thread that finishes its job takes it).
+    if pool.threads.fetch_add(1, SeqCst) < MAX_THREADS {
+        pool.overflow.lock().push_back(job);
+        let spawned = std::thread::Builder::new()
+            .name("fastlcel-worker".into())
+            .spawn(move || worker(pool));
+        if spawned.is_err() {
+            pool.threads.fetch_sub(1, SeqCst);
+        }
+        return;
+    }
+    pool.threads.fetch_sub(1, SeqCst);
+    pool.overflow.lock().push_back(job);
+    // A thread may have gone idle between our check and the push: wake it to look again.
+    if pool.claim_idle() {
+        let _ = pool.tx.send(Box::new(|| {}));
+    }
+}
+
+fn worker(pool: &'static Pool) {
+    let state = ThreadState::new();
+    loop {
+        let next = pool.overflow.lock().pop_front();
+        if let Some(job) = next {
+            run_job(job);
+            continue;
+        }
+        pool.idle.fetch_add(1, SeqCst);
+        match pool.rx.recv_timeout(IDLE_TIMEOUT) {
+            Ok(job) => run_job(job),
+            Err(RecvTimeoutError::Timeout) => {
+                if pool.claim_idle() {
+                    break;
+                }
+                // A submitter counted us idle and is sending a job: take it.
+                if let Ok(job) = pool.rx.recv() {
+                    run_job(job);
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    pool.threads.fetch_sub(1, SeqCst);
+    drop(state);
+}
+
+fn run_job(job: Job) {
+    // Jobs catch their own panics where they can report them; this keeps the thread alive.
+    let _ = catch_unwind(AssertUnwindSafe(job));
+}
+
+/// The Python thread state a pool thread keeps for its life, created detached.
+struct ThreadState(Option<(ffi::PyGILState_STATE, *mut ffi::PyThreadState)>);
+
+impl ThreadState {
+    fn new() -> Self {
+        let Some(_guard) = InFlight::enter() else {
+            return Self(None);
+        };
+        // SAFETY: the interpreter is initialized (this module is loaded) and not finalizing (the
+        // in-flight guard holds off our atexit hook). Ensure creates this thread's state and takes
+        // the GIL; SaveThread releases the GIL and keeps the state, so later `Python::attach`
+        // calls only re-take the GIL.
+        unsafe {
+            let gstate = ffi::PyGILState_Ensure();
+            let tstate = ffi::PyEval_SaveThread();
+            Self(Some((gstate, tstate)))
+        }
+    }
+}
+
+impl Drop for ThreadState {
+    fn drop(&mut self) {
+        let Some((gstate, tstate)) = self.0.take() else {
+            return;
+        };
+        // After shutdown began the state is left to the interpreter's own cleanup: restoring it
+        // could block on, or be killed by, finalization.
+        let Some(_guard) = InFlight::enter() else {
+            return;
+        };
+        // SAFETY: `tstate` is this thread's state saved by `new`; the guard keeps the interpreter
+        // alive. Release with the counter from Ensure deletes the state and drops the GIL.
+        unsafe {
+            ffi::PyEval_RestoreThread(tstate);
+            ffi::PyGILState_Release(gstate);
+        }
+    }
+}
+
+// Interpreter shutdown: a pool thread inside Python while the interpreter finalizes aborts the
+// process (3.11). Our atexit hook sets SHUTDOWN, then waits (GIL released) until no thread is
+// in flight; a thread bumps IN_FLIGHT *before* checking SHUTDOWN, so either the hook sees it or
+// it sees the flag and stays out of Python.
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Permission for a pool thread to enter Python; `None` once shutdown began.
+pub(crate) struct InFlight(());
+
+impl InFlight {
+    pub(crate) fn enter() -> Option<Self> {
+        IN_FLIGHT.fetch_add(1, SeqCst);
+        if SHUTDOWN.load(SeqCst) {
+            IN_FLIGHT.fetch_sub(1, SeqCst);
+            return None;
+        }
+        Some(Self(()))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, SeqCst);
+    }
+}
+
+pub(crate) fn shutting_down() -> bool {
+    SHUTDOWN.load(SeqCst)
+}
+
+/// Registered with `atexit`: lets running steps finish, then keeps pool threads out of Python.
+#[pyfunction]
+fn _shutdown(py: Python<'_>) {
+    SHUTDOWN.store(true, SeqCst);
+    py.detach(|| {
+        while IN_FLIGHT.load(SeqCst) > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+}
+
+/// Registered with `os.register_at_fork`: the child has none of the parent's threads, so it
+/// starts an empty pool (the parent's is leaked: its locks may be held by threads that are gone).
+#[pyfunction]
+fn _after_fork_in_child() {
+    POOL.store(Box::into_raw(Box::new(Pool::new())), SeqCst);
+    IN_FLIGHT.store(0, SeqCst);
+}
+
+pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_function(wrap_pyfunction!(_shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
+    py.import("atexit")?
+        .call_method1("register", (m.getattr("_shutdown")?,))?;
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("after_in_child", m.getattr("_after_fork_in_child")?)?;
+    py.import("os")?
+        .call_method("register_at_fork", (), Some(&kwargs))?;
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! fastlcel's native core: module wiring only. What runs lives in `runnable/`, where and when it
+//! runs in `exec/`.
+
+use pyo3::prelude::*;
+
+mod config;
+mod errors;
+mod exec;
+mod runnable;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    errors::init_pymodule(m)?;
+    runnable::init_pymodule(m)?;
+    exec::init_pymodule(m)?;
+    Ok(())
+}
