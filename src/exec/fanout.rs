@@ -16,7 +16,7 @@ use pyo3::exceptions::{PyException, PyRuntimeError};
 use pyo3::prelude::*;
 
 use super::context::Context;
-use super::pool::{self, InFlight};
+use super::pool::{self, Busy, InFlight};
 use super::wait::{self, Signal};
 use super::{Awaitable, Mode, Work};
 use crate::errors::panic_to_pyerr;
@@ -193,6 +193,7 @@ impl FanOut {
         Python::attach(|py| {
             while let Some(i) = self.claim() {
                 self.wake_helper();
+                let _busy = Busy::enter();
                 self.run_item(py, i);
                 if pool::shutting_down() {
                     break;

@@ -31,12 +31,13 @@ struct Pool {
     /// from `idle`, so a job sent here always has a waiting thread.
     tx: Sender<Job>,
     rx: Receiver<Job>,
+    /// Jobs no thread was claimed for; a thread takes them before it counts itself idle.
+    queue: Mutex<VecDeque<Job>>,
     /// Threads blocked in `recv` that no submitter has claimed yet.
     idle: AtomicUsize,
+    /// Threads inside user code (a step), as opposed to idle or between jobs.
+    working: AtomicUsize,
     threads: AtomicUsize,
-    /// Jobs for a thread being started, or submitted while all `MAX_THREADS` were busy; a
-    /// thread takes them before it counts itself idle.
-    overflow: Mutex<VecDeque<Job>>,
 }
 
 impl Pool {
@@ -45,9 +46,10 @@ impl Pool {
         Self {
             tx,
             rx,
+            queue: Mutex::new(VecDeque::new()),
             idle: AtomicUsize::new(0),
+            working: AtomicUsize::new(0),
             threads: AtomicUsize::new(0),
-            overflow: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -55,6 +57,31 @@ impl Pool {
         self.idle
             .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
             .is_ok()
+    }
+
+    /// Threads between jobs (neither idle nor in user code): each takes queued jobs before it
+    /// idles or runs user code again.
+    fn in_transit(&self) -> usize {
+        let threads = self.threads.load(SeqCst);
+        threads.saturating_sub(self.idle.load(SeqCst) + self.working.load(SeqCst))
+    }
+
+    /// Starts a thread if queued jobs have nobody to take them soon.
+    fn spawn_if_stalled(&'static self) {
+        if self.queue.lock().is_empty() || self.in_transit() > 0 {
+            return;
+        }
+        if self.threads.fetch_add(1, SeqCst) >= MAX_THREADS {
+            self.threads.fetch_sub(1, SeqCst);
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("fastlcel-worker".into())
+            .spawn(move || worker(self));
+        if spawned.is_err() {
+            // Out of OS threads: the queued job waits for a busy thread.
+            self.threads.fetch_sub(1, SeqCst);
+        }
     }
 }
 
@@ -82,7 +109,12 @@ fn pool() -> &'static Pool {
     }
 }
 
-/// Runs `job` on a pool thread: an idle one if any, else a new one, else (all busy) queued.
+/// Runs `job` on a pool thread: an idle one if any; else the next thread to finish its job, if
+/// one is between jobs (a fan-out of trivial steps re-waking a helper that is just finishing
+/// must not start a thread per call); else a new thread.
+///
+/// Every order below is SeqCst and pairs with one in `worker` or `Busy::enter`: whichever side
+/// acts second sees the other, so a queued job is never left with every thread blocked.
 pub(crate) fn submit(job: Job) {
     let pool = pool();
     if pool.claim_idle() {
@@ -90,35 +122,47 @@ pub(crate) fn submit(job: Job) {
         let _ = pool.tx.send(job);
         return;
     }
-    // A new thread takes its first job from the overflow queue, so a job is never lost, even if
-    // the OS refuses the thread (then a thread that finishes its job takes it).
-    if pool.threads.fetch_add(1, SeqCst) < MAX_THREADS {
-        pool.overflow.lock().push_back(job);
-        let spawned = std::thread::Builder::new()
-            .name("fastlcel-worker".into())
-            .spawn(move || worker(pool));
-        if spawned.is_err() {
-            pool.threads.fetch_sub(1, SeqCst);
-        }
+    pool.queue.lock().push_back(job);
+    if pool.claim_idle() {
+        // A thread went idle meanwhile: wake it to look at the queue.
+        let _ = pool.tx.send(Box::new(|| {}));
         return;
     }
-    pool.threads.fetch_sub(1, SeqCst);
-    pool.overflow.lock().push_back(job);
-    // A thread may have gone idle between our check and the push: wake it to look again.
-    if pool.claim_idle() {
-        let _ = pool.tx.send(Box::new(|| {}));
+    pool.spawn_if_stalled();
+}
+
+/// Marks a pool thread as inside user code while alive. Entering it, the thread makes sure that
+/// queued jobs are not left waiting for it.
+pub(crate) struct Busy(&'static Pool);
+
+impl Busy {
+    pub(crate) fn enter() -> Self {
+        let pool = pool();
+        pool.working.fetch_add(1, SeqCst);
+        pool.spawn_if_stalled();
+        Self(pool)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.working.fetch_sub(1, SeqCst);
     }
 }
 
 fn worker(pool: &'static Pool) {
     let state = ThreadState::new();
     loop {
-        let next = pool.overflow.lock().pop_front();
+        let next = pool.queue.lock().pop_front();
         if let Some(job) = next {
             run_job(job);
             continue;
         }
         pool.idle.fetch_add(1, SeqCst);
+        // A job queued just before we counted ourselves idle: take it back from the queue.
+        if !pool.queue.lock().is_empty() && pool.claim_idle() {
+            continue;
+        }
         match pool.rx.recv_timeout(IDLE_TIMEOUT) {
             Ok(job) => run_job(job),
             Err(RecvTimeoutError::Timeout) => {
