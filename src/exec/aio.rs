@@ -21,7 +21,7 @@ use pyo3::{ffi, intern, PyTraverseError};
 
 use super::context::{self, Context};
 use super::fanout::FanOut;
-use super::{Awaitable, Collect, Mode, Work};
+use super::{Awaitable, Collect, Cost, Mode, Work};
 
 /// Everything needed to start a gather; kept by an unstarted [`LazyCoroutine`].
 pub(crate) struct GatherSpec {
@@ -402,6 +402,9 @@ impl Work for Subset {
     }
     fn awaitable<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Awaitable<'py>> {
         self.work.awaitable(py, self.items[i])
+    }
+    fn cost(&self, i: usize) -> Option<&Cost> {
+        self.work.cost(self.items[i])
     }
 }
 

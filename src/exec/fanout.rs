@@ -1,8 +1,8 @@
 //! The sync fan-out: "the caller helps, helpers are woken in a chain" (DESIGN.md).
 //!
-//! One shared counter hands out items. A blocking caller wakes ONE helper, then claims and runs
-//! items itself while it holds the GIL, and waits (GIL released) only when nothing is left to
-//! claim. A helper claims an item and, if unclaimed items remain and the budget allows, wakes one
+//! One shared counter hands out items. A blocking caller wakes ONE helper, then, if every item
+//! is known to be fast (see `Cost`), claims and runs items itself while it holds the GIL; it
+//! waits (GIL released) when nothing is left to claim. A helper claims an item and, if unclaimed items remain and the budget allows, wakes one
 //! more helper before running it. Trivial items are all done by the caller before a helper even
 //! wakes; blocking items get one thread each within about 2 ms. Because the caller works, a
 //! nested fan-out never waits on a pool that only it could unblock.
@@ -10,6 +10,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyException, PyRuntimeError};
@@ -18,7 +19,7 @@ use pyo3::prelude::*;
 use super::context::Context;
 use super::pool::{self, Busy, InFlight};
 use super::wait::{self, Signal};
-use super::{Awaitable, Mode, Work};
+use super::{Awaitable, Cost, Mode, Work};
 use crate::errors::panic_to_pyerr;
 
 /// Who is told when the fan-out is over (all items done, or the first failure).
@@ -83,7 +84,8 @@ impl FanOut {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let helpers = max_concurrency.unwrap_or(n).min(n) - 1;
+        let caller_helps = (0..n).all(|i| work.cost(i).is_none_or(Cost::is_fast));
+        let helpers = max_concurrency.unwrap_or(n).min(n) - usize::from(caller_helps);
         let ctx = Context::capture(py)?;
         let fan = Self::new(
             work,
@@ -93,7 +95,8 @@ impl FanOut {
             Notify::Waiter(Signal::default()),
         );
         fan.wake_helper();
-        while let Some(i) = fan.claim() {
+        while caller_helps {
+            let Some(i) = fan.claim() else { break };
             fan.run_item(py, i);
         }
         let Notify::Waiter(signal) = &fan.notify else {
@@ -203,10 +206,18 @@ impl FanOut {
     }
 
     fn run_item(&self, py: Python<'_>, i: usize) {
+        let timer = self
+            .work
+            .cost(i)
+            .filter(|c| c.wants_sample())
+            .map(|c| (c, Instant::now()));
         let result = catch_unwind(AssertUnwindSafe(|| {
             self.ctx.run(py, || self.work.run(py, i))
         }))
         .unwrap_or_else(|payload| Err(panic_to_pyerr(payload)));
+        if let Some((cost, started)) = timer {
+            cost.observe(started.elapsed());
+        }
         match result {
             Ok(value) => {
                 if !self.stop.load(Ordering::Acquire) {
@@ -275,6 +286,9 @@ fn _debug_panic_in_pool(py: Python<'_>) -> PyResult<()> {
         }
         fn awaitable<'py>(&self, py: Python<'py>, _: usize) -> PyResult<Awaitable<'py>> {
             Ok(Awaitable::Other(py.None().into_bound(py)))
+        }
+        fn cost(&self, _: usize) -> Option<&Cost> {
+            None
         }
     }
     FanOut::run_blocking(py, Arc::new(PanicWork), None, false).map(drop)

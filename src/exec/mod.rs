@@ -1,7 +1,10 @@
 //! How work runs, knowing nothing of LCEL: the thread pool, the sync fan-out, the asyncio gather,
 //! contextvars and GIL-free waiting.
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
@@ -38,6 +41,56 @@ pub(crate) trait Work: Send + Sync + 'static {
     fn run(&self, py: Python<'_>, i: usize) -> PyResult<Py<PyAny>>;
     fn mode(&self, i: usize) -> Mode;
     fn awaitable<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Awaitable<'py>>;
+    /// The cost record of item `i`'s step, if it keeps one (see [`Cost`]).
+    fn cost(&self, i: usize) -> Option<&Cost>;
+}
+
+/// How long a step usually runs, learnt from its calls (an average of the last few).
+///
+/// A blocking caller runs items itself only when every one is known to be fast: then it finishes
+/// them before a helper could even wake (no GIL handoffs), and a failure elsewhere waits at most
+/// one fast item. An item that may block runs on the pool, so the caller, waiting, can raise the
+/// first failure at once.
+pub(crate) struct Cost(AtomicU64);
+
+impl Cost {
+    const UNKNOWN: u64 = u64::MAX;
+    /// Below this a step counts as fast: a GIL handoff to a helper costs tens of µs.
+    const FAST_NS: u64 = 200_000;
+    const SAMPLE_EVERY: u32 = 8;
+
+    pub(crate) fn new() -> Self {
+        Self(AtomicU64::new(Self::UNKNOWN))
+    }
+
+    pub(crate) fn is_fast(&self) -> bool {
+        self.0.load(Ordering::Relaxed) < Self::FAST_NS
+    }
+
+    /// Whether to time this call: always while the step is not known to be fast, else one call
+    /// in [`Self::SAMPLE_EVERY`] (reading the clock costs as much as a trivial step).
+    pub(crate) fn wants_sample(&self) -> bool {
+        thread_local! {
+            static CALLS: Cell<u32> = const { Cell::new(0) };
+        }
+        !self.is_fast()
+            || CALLS.with(|calls| {
+                let n = calls.get().wrapping_add(1);
+                calls.set(n);
+                n % Self::SAMPLE_EVERY == 0
+            })
+    }
+
+    pub(crate) fn observe(&self, elapsed: Duration) {
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX - 1);
+        let old = self.0.load(Ordering::Relaxed);
+        let new = if old == Self::UNKNOWN {
+            ns
+        } else {
+            (old / 4) * 3 + ns / 4
+        };
+        self.0.store(new, Ordering::Relaxed);
+    }
 }
 
 /// How the results of a `Work`, in item order, become the value the caller gets.

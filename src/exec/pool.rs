@@ -257,14 +257,49 @@ pub(crate) fn shutting_down() -> bool {
 }
 
 /// Registered with `atexit`: lets running steps finish, then keeps pool threads out of Python.
+///
+/// Steps not yet started never start. Running ones are waited for, as `concurrent.futures` does:
+/// a pool thread woken inside Python after finalization began would be ended by CPython with a
+/// forced unwind through Rust frames, which aborts the process. A second Ctrl-C while waiting
+/// exits at once, without finalization (stdout and stderr are flushed first).
 #[pyfunction]
-fn _shutdown(py: Python<'_>) {
+fn _shutdown(py: Python<'_>) -> PyResult<()> {
+    const NOTE_AFTER: Duration = Duration::from_secs(1);
     SHUTDOWN.store(true, SeqCst);
-    py.detach(|| {
-        while IN_FLIGHT.load(SeqCst) > 0 {
-            std::thread::sleep(Duration::from_millis(1));
+    let started = std::time::Instant::now();
+    let mut noted = false;
+    loop {
+        let idle = py.detach(|| {
+            for _ in 0..50 {
+                if IN_FLIGHT.load(SeqCst) == 0 {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            false
+        });
+        if idle {
+            return Ok(());
         }
-    });
+        if !noted && started.elapsed() > NOTE_AFTER {
+            noted = true;
+            let sys = py.import("sys")?;
+            sys.getattr("stderr")?.call_method1(
+                "write",
+                ("fastlcel: waiting for running steps to finish before exit \
+                  (press Ctrl-C again to exit now)\n",),
+            )?;
+        }
+        if py.check_signals().is_err() {
+            let sys = py.import("sys")?;
+            for stream in ["stdout", "stderr"] {
+                if let Ok(s) = sys.getattr(stream) {
+                    let _ = s.call_method0("flush");
+                }
+            }
+            py.import("os")?.call_method1("_exit", (130,))?;
+        }
+    }
 }
 
 /// Registered with `os.register_at_fork`: the child has none of the parent's threads, so it

@@ -13,7 +13,7 @@ use super::{abatch, batch, describe, Calls, Step};
 use crate::config::{BatchConfig, RunConfig};
 use crate::exec::aio::{GatherSpec, LazyCoroutine};
 use crate::exec::context::Context;
-use crate::exec::{Collect, Mode};
+use crate::exec::{Collect, Cost, Mode};
 
 /// A Python function and what was learnt about it once, at construction.
 struct Func {
@@ -51,6 +51,7 @@ pub(crate) struct Lambda {
     func: Option<Func>,
     afunc: Option<Func>,
     name: Py<PyString>,
+    cost: Cost,
 }
 
 impl Lambda {
@@ -102,6 +103,7 @@ impl Lambda {
             func: func.map(Func::new).transpose()?,
             afunc: afunc.as_ref().map(Func::new).transpose()?,
             name: name.unbind(),
+            cost: Cost::new(),
         })
     }
 
@@ -134,6 +136,10 @@ impl Lambda {
             .as_ref()
             .expect("Mode::Await Lambdas have an afunc");
         afunc.call(py, input, config)
+    }
+
+    pub(crate) fn cost(&self) -> &Cost {
+        &self.cost
     }
 
     pub(crate) fn mode(&self) -> Mode {

@@ -12,7 +12,7 @@ use pyo3::{intern, PyTraverseError};
 use crate::config::{type_name, BatchConfig, RunConfig};
 use crate::exec::aio::{self, GatherSpec, LazyCoroutine};
 use crate::exec::fanout::FanOut;
-use crate::exec::{Awaitable, Collect, Mode, Work};
+use crate::exec::{Awaitable, Collect, Cost, Mode, Work};
 
 mod lambda;
 mod parallel;
@@ -31,6 +31,7 @@ pub(crate) enum Step {
         obj: Py<PyAny>,
         has_invoke: bool,
         has_ainvoke: bool,
+        cost: Cost,
     },
 }
 
@@ -59,6 +60,7 @@ impl Step {
                 obj: obj.clone().unbind(),
                 has_invoke,
                 has_ainvoke,
+                cost: Cost::new(),
             });
         }
         if obj.is_callable() {
@@ -128,6 +130,16 @@ impl Step {
             ),
             Step::Call(_) => unreachable!("inline steps are never awaited"),
         })
+    }
+
+    /// The step's cost record; `None` for steps that are always fast.
+    pub(crate) fn cost(&self) -> Option<&Cost> {
+        match self {
+            Step::Lambda(l) => Some(l.get().cost()),
+            Step::Parallel(p) => Some(p.get().cost()),
+            Step::Call(_) => None,
+            Step::Runnable { cost, .. } => Some(cost),
+        }
     }
 
     /// The Python object the user sees for this step (`Parallel.steps`, reprs).
@@ -215,6 +227,10 @@ impl Work for Calls {
     fn awaitable<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Awaitable<'py>> {
         let (step, input, config) = self.item(i);
         step.awaitable(py, input.bind(py), config)
+    }
+
+    fn cost(&self, i: usize) -> Option<&Cost> {
+        self.item(i).0.cost()
     }
 }
 

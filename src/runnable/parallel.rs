@@ -12,12 +12,14 @@ use super::{abatch, batch, describe, Calls, Step};
 use crate::config::RunConfig;
 use crate::exec::aio::{GatherSpec, LazyCoroutine};
 use crate::exec::fanout::FanOut;
-use crate::exec::Collect;
+use crate::exec::{Collect, Cost};
 
 #[pyclass(frozen, module = "fastlcel", name = "Parallel")]
 pub(crate) struct Parallel {
     keys: Arc<[Py<PyString>]>,
     steps: Arc<[Step]>,
+    /// Its cost as a step of an enclosing fan-out.
+    cost: Cost,
 }
 
 impl Parallel {
@@ -47,6 +49,7 @@ impl Parallel {
         Ok(Self {
             keys: keys.into(),
             steps: steps.into(),
+            cost: Cost::new(),
         })
     }
 
@@ -56,6 +59,10 @@ impl Parallel {
             input: input.clone().unbind(),
             config: Arc::clone(config),
         }
+    }
+
+    pub(crate) fn cost(&self) -> &Cost {
+        &self.cost
     }
 
     pub(crate) fn invoke_blocking(
