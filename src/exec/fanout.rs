@@ -95,9 +95,10 @@ impl FanOut {
             Notify::Waiter(Signal::default()),
         );
         fan.wake_helper();
-        while caller_helps {
-            let Some(i) = fan.claim() else { break };
-            fan.run_item(py, i);
+        if caller_helps {
+            while let Some(i) = fan.claim() {
+                fan.run_item(py, i);
+            }
         }
         let Notify::Waiter(signal) = &fan.notify else {
             unreachable!("run_blocking always waits on a Signal")
