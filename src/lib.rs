@@ -14,5 +14,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::init_pymodule(m)?;
     runnable::init_pymodule(m)?;
     exec::init_pymodule(m)?;
+    // pyo3 lists every added name, private hooks included; export the public API only.
+    m.setattr(
+        "__all__",
+        ["FastLcelError", "PanicError", "Lambda", "Parallel"],
+    )?;
     Ok(())
 }

@@ -3,10 +3,22 @@
 Everything here is re-exported from :mod:`fastlcel`; import it from there.
 """
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, final
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, TypeAlias, final
 
-Config = Mapping[str, Any]
+_Config: TypeAlias = Mapping[str, Any]
+
+__version__: str
+__all__ = ["FastLcelError", "PanicError", "Lambda", "Parallel"]
+
+def _shutdown() -> None:
+    """Registered with atexit: lets running steps finish, keeps pool threads out of Python."""
+
+def _after_fork_in_child() -> None:
+    """Registered with os.register_at_fork: the child starts an empty thread pool."""
+
+def _debug_panic_in_pool() -> None:
+    """Test hook: panics on a pool thread; raises PanicError."""
 
 class FastLcelError(Exception):
     """Base class of every exception raised by fastlcel itself (never of user exceptions)."""
@@ -27,12 +39,12 @@ class Lambda:
     2
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         func: Callable[..., Any],
         afunc: Callable[..., Awaitable[Any]] | None = None,
         name: str | None = None,
-    ) -> None: ...
+    ) -> Lambda: ...
     @property
     def func(self) -> Callable[..., Any] | None:
         """The sync function (``None`` for an async-only Lambda)."""
@@ -44,17 +56,17 @@ class Lambda:
         """The name given, else the function's ``__name__``."""
     def get_name(self) -> str:
         """Same as :attr:`name` (langchain_core spelling)."""
-    def invoke(self, input: Any, config: Config | None = None) -> Any:
+    def invoke(self, input: Any, config: _Config | None = None) -> Any:
         """Call the sync function on ``input``.
 
         Raises ``TypeError`` for an async-only Lambda (use :meth:`ainvoke`).
         """
-    def ainvoke(self, input: Any, config: Config | None = None) -> Awaitable[Any]:
+    def ainvoke(self, input: Any, config: _Config | None = None) -> Coroutine[Any, Any, Any]:
         """Await the async function on ``input`` (or run the sync one on the thread pool)."""
     def batch(
         self,
         inputs: Sequence[Any],
-        config: Config | Sequence[Config] | None = None,
+        config: _Config | Sequence[_Config] | None = None,
         *,
         return_exceptions: bool = False,
     ) -> list[Any]:
@@ -67,10 +79,10 @@ class Lambda:
     def abatch(
         self,
         inputs: Sequence[Any],
-        config: Config | Sequence[Config] | None = None,
+        config: _Config | Sequence[_Config] | None = None,
         *,
         return_exceptions: bool = False,
-    ) -> Awaitable[list[Any]]:
+    ) -> Coroutine[Any, Any, list[Any]]:
         """The asyncio counterpart of :meth:`batch`: coroutines run as tasks on the running loop."""
 
 @final
@@ -86,30 +98,30 @@ class Parallel:
     {'a': 4, 'b': 6}
     """
 
-    def __init__(self, mapping: Mapping[str, Any] | None = None, /, **steps: Any) -> None: ...
+    def __new__(cls, mapping: Mapping[str, Any] | None = None, /, **steps: Any) -> Parallel: ...
     @property
     def steps(self) -> dict[str, Any]:
         """The steps after coercion, in declared order (``steps__`` in langchain_core)."""
     def get_name(self) -> str: ...
-    def invoke(self, input: Any, config: Config | None = None) -> dict[str, Any]:
+    def invoke(self, input: Any, config: _Config | None = None) -> dict[str, Any]:
         """Run every step on ``input``; sync steps run on the caller's thread and the pool.
 
         The first failure is raised at once (the original exception object), steps not yet
         started never start. ``config["max_concurrency"]`` caps the steps in flight.
         """
-    def ainvoke(self, input: Any, config: Config | None = None) -> Awaitable[dict[str, Any]]:
+    def ainvoke(self, input: Any, config: _Config | None = None) -> Coroutine[Any, Any, dict[str, Any]]:
         """Run every step concurrently on the running event loop (sync steps on the pool)."""
     def batch(
         self,
         inputs: Sequence[Any],
-        config: Config | Sequence[Config] | None = None,
+        config: _Config | Sequence[_Config] | None = None,
         *,
         return_exceptions: bool = False,
     ) -> list[dict[str, Any]]: ...
     def abatch(
         self,
         inputs: Sequence[Any],
-        config: Config | Sequence[Config] | None = None,
+        config: _Config | Sequence[_Config] | None = None,
         *,
         return_exceptions: bool = False,
-    ) -> Awaitable[list[dict[str, Any]]]: ...
+    ) -> Coroutine[Any, Any, list[dict[str, Any]]]: ...
