@@ -17,7 +17,13 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // pyo3 lists every added name, private hooks included; export the public API only.
     m.setattr(
         "__all__",
-        ["FastLcelError", "PanicError", "Lambda", "Parallel"],
+        [
+            "FastLcelError",
+            "PanicError",
+            "Runnable",
+            "Lambda",
+            "Parallel",
+        ],
     )?;
     Ok(())
 }

@@ -4,7 +4,7 @@ Swap ``from langchain_core.runnables import RunnableParallel, RunnableLambda`` f
 ``from fastlcel import RunnableParallel, RunnableLambda``.
 """
 
-from fastlcel._core import FastLcelError, Lambda, PanicError, Parallel
+from fastlcel._core import FastLcelError, Lambda, PanicError, Parallel, Runnable
 
 RunnableParallel = Parallel
 RunnableMap = Parallel
@@ -17,5 +17,6 @@ __all__ = [
     "Parallel",
     "RunnableLambda",
     "RunnableMap",
+    "Runnable",
     "RunnableParallel",
 ]

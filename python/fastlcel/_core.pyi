@@ -6,10 +6,12 @@ Everything here is re-exported from :mod:`fastlcel`; import it from there.
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeAlias, final
 
+from typing_extensions import disjoint_base
+
 _Config: TypeAlias = Mapping[str, Any]
 
 __version__: str
-__all__ = ["FastLcelError", "PanicError", "Lambda", "Parallel"]
+__all__ = ["FastLcelError", "PanicError", "Runnable", "Lambda", "Parallel"]
 
 def _shutdown() -> None:
     """Registered with atexit: lets running steps finish, keeps pool threads out of Python."""
@@ -26,14 +28,62 @@ class FastLcelError(Exception):
 class PanicError(FastLcelError):
     """A bug inside fastlcel's Rust code (a Rust panic) surfaced as a Python exception."""
 
+@disjoint_base
+class Runnable:
+    """Base class of every fastlcel runnable (it cannot be instantiated itself).
+
+    Every runnable has the langchain_core methods ``invoke``, ``ainvoke``, ``batch`` and
+    ``abatch``. Sync code runs on the calling thread and fastlcel's thread pool, with the GIL
+    released while the caller waits; async code runs as tasks on the caller's event loop.
+    """
+
+    @property
+    def name(self) -> str:
+        """A Lambda's function name, ``Parallel<a,b>`` for a Parallel."""
+    def get_name(self) -> str:
+        """Same as :attr:`name` (langchain_core spelling)."""
+    def invoke(self, input: Any, config: _Config | None = None) -> Any:
+        """Run on ``input`` and return the result.
+
+        ``config`` is a dict like langchain's RunnableConfig; ``max_concurrency`` caps the calls
+        in flight of each fan-out. The first failure is raised at once (the original exception
+        object, its traceback intact); steps not yet started never start.
+        """
+    def ainvoke(self, input: Any, config: _Config | None = None) -> Coroutine[Any, Any, Any]:
+        """Await the result on the running event loop; sync code runs on the thread pool and
+        never blocks the loop. Cancelling the await cancels every step still running."""
+    def batch(
+        self,
+        inputs: Sequence[Any],
+        config: _Config | Sequence[_Config] | None = None,
+        *,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """``invoke`` on every input at once; results in input order.
+
+        ``config`` is one config for all inputs or one per input; ``max_concurrency`` (of the
+        first) caps the items in flight. The first failure is raised at once and items not yet
+        started never start, unless ``return_exceptions`` is true: then each exception object
+        takes its item's slot.
+        """
+    def abatch(
+        self,
+        inputs: Sequence[Any],
+        config: _Config | Sequence[_Config] | None = None,
+        *,
+        return_exceptions: bool = False,
+    ) -> Coroutine[Any, Any, list[Any]]:
+        """The asyncio counterpart of :meth:`batch`."""
+
 @final
-class Lambda:
+class Lambda(Runnable):
     """Wrap a function as a runnable, like ``langchain_core.runnables.RunnableLambda``.
 
     ``func`` is called by ``invoke``/``batch``; an ``async def`` function (given as ``func`` or as
     ``afunc``) is awaited by ``ainvoke``/``abatch`` on the caller's event loop. A sync-only Lambda
-    awaited from asyncio runs on fastlcel's thread pool, with the GIL released while it waits, and
-    never blocks the loop. A function with a parameter named ``config`` receives the call's config.
+    awaited from asyncio runs on fastlcel's thread pool and never blocks the loop. ``invoke`` of
+    an async-only Lambda raises ``TypeError``. A function with a parameter named ``config``
+    receives the call's config dict.
 
     >>> Lambda(lambda x: x + 1).invoke(1)
     2
@@ -51,48 +101,15 @@ class Lambda:
     @property
     def afunc(self) -> Callable[..., Awaitable[Any]] | None:
         """The async function (``None`` for a sync-only Lambda)."""
-    @property
-    def name(self) -> str:
-        """The name given, else the function's ``__name__``."""
-    def get_name(self) -> str:
-        """Same as :attr:`name` (langchain_core spelling)."""
-    def invoke(self, input: Any, config: _Config | None = None) -> Any:
-        """Call the sync function on ``input``.
-
-        Raises ``TypeError`` for an async-only Lambda (use :meth:`ainvoke`).
-        """
-    def ainvoke(self, input: Any, config: _Config | None = None) -> Coroutine[Any, Any, Any]:
-        """Await the async function on ``input`` (or run the sync one on the thread pool)."""
-    def batch(
-        self,
-        inputs: Sequence[Any],
-        config: _Config | Sequence[_Config] | None = None,
-        *,
-        return_exceptions: bool = False,
-    ) -> list[Any]:
-        """Run ``invoke`` over ``inputs`` on the thread pool; results in input order.
-
-        ``config["max_concurrency"]`` caps the calls in flight. The first failure is raised at
-        once and items not yet started never start, unless ``return_exceptions`` is true, in which
-        case each exception object takes its item's slot.
-        """
-    def abatch(
-        self,
-        inputs: Sequence[Any],
-        config: _Config | Sequence[_Config] | None = None,
-        *,
-        return_exceptions: bool = False,
-    ) -> Coroutine[Any, Any, list[Any]]:
-        """The asyncio counterpart of :meth:`batch`: coroutines run as tasks on the running loop."""
 
 @final
-class Parallel:
+class Parallel(Runnable):
     """Run several steps on the same input at once and collect a dict of their results.
 
-    A drop-in for ``langchain_core.runnables.RunnableParallel``. Steps may be :class:`Lambda`,
-    plain callables, dicts (a nested :class:`Parallel`), ``operator.itemgetter`` objects or any
-    object with ``invoke``/``ainvoke`` (a langchain_core Runnable, say). Keyword steps override
-    those of ``mapping``. The result keeps the declared key order.
+    A drop-in for ``langchain_core.runnables.RunnableParallel``. Steps may be runnables, plain
+    callables, dicts (a nested :class:`Parallel`), ``operator.itemgetter`` objects or any object
+    with ``invoke``/``ainvoke`` (a langchain_core Runnable, say). Keyword steps override those of
+    ``mapping``. The result keeps the declared key order.
 
     >>> Parallel(a=lambda x: x + 1, b=lambda x: x * 2).invoke(3)
     {'a': 4, 'b': 6}
@@ -102,26 +119,3 @@ class Parallel:
     @property
     def steps(self) -> dict[str, Any]:
         """The steps after coercion, in declared order (``steps__`` in langchain_core)."""
-    def get_name(self) -> str: ...
-    def invoke(self, input: Any, config: _Config | None = None) -> dict[str, Any]:
-        """Run every step on ``input``; sync steps run on the caller's thread and the pool.
-
-        The first failure is raised at once (the original exception object), steps not yet
-        started never start. ``config["max_concurrency"]`` caps the steps in flight.
-        """
-    def ainvoke(self, input: Any, config: _Config | None = None) -> Coroutine[Any, Any, dict[str, Any]]:
-        """Run every step concurrently on the running event loop (sync steps on the pool)."""
-    def batch(
-        self,
-        inputs: Sequence[Any],
-        config: _Config | Sequence[_Config] | None = None,
-        *,
-        return_exceptions: bool = False,
-    ) -> list[dict[str, Any]]: ...
-    def abatch(
-        self,
-        inputs: Sequence[Any],
-        config: _Config | Sequence[_Config] | None = None,
-        *,
-        return_exceptions: bool = False,
-    ) -> Coroutine[Any, Any, list[dict[str, Any]]]: ...

@@ -1,5 +1,6 @@
 //! `Lambda`: a function (sync, async or both) as a runnable.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use pyo3::exceptions::PyTypeError;
@@ -7,13 +8,12 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{IntoPyDict, PyString};
-use pyo3::{intern, PyTraverseError};
+use pyo3::{intern, PyClassInitializer, PyTraverseError};
 
-use super::{abatch, batch, describe, Calls, Step};
-use crate::config::{BatchConfig, RunConfig};
-use crate::exec::aio::{GatherSpec, LazyCoroutine};
-use crate::exec::context::Context;
-use crate::exec::{Collect, Cost, Mode};
+use super::base::{Node, Runnable};
+use super::describe;
+use crate::config::RunConfig;
+use crate::exec::{Awaitable, Mode};
 
 /// A Python function and what was learnt about it once, at construction.
 struct Func {
@@ -46,20 +46,13 @@ impl Func {
     }
 }
 
-#[pyclass(frozen, module = "fastlcel", name = "Lambda")]
-pub(crate) struct Lambda {
+pub(crate) struct LambdaNode {
     func: Option<Func>,
     afunc: Option<Func>,
     name: Py<PyString>,
-    cost: Cost,
 }
 
-impl Lambda {
-    /// A plain callable met where a runnable was expected.
-    pub(crate) fn from_callable(func: &Bound<'_, PyAny>) -> PyResult<Self> {
-        Self::new(func, None, None)
-    }
-
+impl LambdaNode {
     fn new(
         func: &Bound<'_, PyAny>,
         afunc: Option<&Bound<'_, PyAny>>,
@@ -103,12 +96,13 @@ impl Lambda {
             func: func.map(Func::new).transpose()?,
             afunc: afunc.as_ref().map(Func::new).transpose()?,
             name: name.unbind(),
-            cost: Cost::new(),
         })
     }
+}
 
+impl Node for LambdaNode {
     /// Runs the sync function on the current thread.
-    pub(crate) fn call(
+    fn invoke(
         &self,
         py: Python<'_>,
         input: &Bound<'_, PyAny>,
@@ -125,29 +119,61 @@ impl Lambda {
     }
 
     /// The coroutine of the async function (only for `Mode::Await`).
-    pub(crate) fn acall<'py>(
+    fn awaitable<'py>(
         &self,
         py: Python<'py>,
         input: &Bound<'py, PyAny>,
         config: &Arc<RunConfig>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<Awaitable<'py>> {
         let afunc = self
             .afunc
             .as_ref()
             .expect("Mode::Await Lambdas have an afunc");
-        afunc.call(py, input, config)
+        Ok(Awaitable::Other(afunc.call(py, input, config)?))
     }
 
-    pub(crate) fn cost(&self) -> &Cost {
-        &self.cost
-    }
-
-    pub(crate) fn mode(&self) -> Mode {
+    fn mode(&self) -> Mode {
         if self.afunc.is_some() {
             Mode::Await
         } else {
             Mode::Pool
         }
+    }
+
+    fn name(&self, py: Python<'_>) -> String {
+        self.name.bind(py).to_string()
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for f in self.func.iter().chain(self.afunc.iter()) {
+            visit.call(&f.func)?;
+        }
+        Ok(())
+    }
+
+    fn repr(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!("Lambda({})", self.name.bind(py)))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A function (sync, async or both) as a runnable, like langchain_core's `RunnableLambda`.
+#[pyclass(frozen, extends = Runnable, module = "fastlcel", name = "Lambda")]
+pub(crate) struct Lambda;
+
+impl Lambda {
+    /// A plain callable met where a runnable was expected.
+    pub(crate) fn wrap(func: &Bound<'_, PyAny>) -> PyResult<Py<Runnable>> {
+        let node = LambdaNode::new(func, None, None)?;
+        let obj = Bound::new(func.py(), Runnable::init(node).add_subclass(Lambda))?;
+        Ok(obj.into_super().unbind())
+    }
+
+    fn node<'a>(slf: &'a Bound<'_, Self>) -> &'a LambdaNode {
+        slf.as_super().get().node_as()
     }
 }
 
@@ -159,97 +185,21 @@ impl Lambda {
         func: &Bound<'_, PyAny>,
         afunc: Option<&Bound<'_, PyAny>>,
         name: Option<Bound<'_, PyString>>,
-    ) -> PyResult<Self> {
-        Self::new(func, afunc, name)
+    ) -> PyResult<PyClassInitializer<Self>> {
+        let node = LambdaNode::new(func, afunc, name)?;
+        Ok(Runnable::init(node).add_subclass(Lambda))
     }
 
     #[getter]
-    fn func(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.func.as_ref().map(|f| f.func.clone_ref(py))
+    fn func(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
+        let py = slf.py();
+        Self::node(slf).func.as_ref().map(|f| f.func.clone_ref(py))
     }
 
     #[getter]
-    fn afunc(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.afunc.as_ref().map(|f| f.func.clone_ref(py))
-    }
-
-    #[getter(name)]
-    fn name_getter(&self, py: Python<'_>) -> Py<PyString> {
-        self.name.clone_ref(py)
-    }
-
-    #[pyo3(name = "get_name")]
-    fn py_get_name(&self, py: Python<'_>) -> Py<PyString> {
-        self.name.clone_ref(py)
-    }
-
-    #[pyo3(signature = (input, config=None))]
-    fn invoke(
-        &self,
-        py: Python<'_>,
-        input: &Bound<'_, PyAny>,
-        config: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        let config = Arc::new(RunConfig::parse(config)?);
-        Context::run_isolated(py, || self.call(py, input, &config))
-    }
-
-    #[pyo3(signature = (input, config=None))]
-    fn ainvoke(
-        slf: &Bound<'_, Self>,
-        input: &Bound<'_, PyAny>,
-        config: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<LazyCoroutine> {
-        let config = Arc::new(RunConfig::parse(config)?);
-        Ok(LazyCoroutine::new(GatherSpec {
-            work: Arc::new(Calls::Map {
-                step: Step::Lambda(slf.clone().unbind()),
-                inputs: vec![input.clone().unbind()],
-                configs: BatchConfig::Shared(config),
-            }),
-            collect: Collect::Single,
-            max_concurrency: None,
-            return_exceptions: false,
-        }))
-    }
-
-    #[pyo3(signature = (inputs, config=None, *, return_exceptions=false))]
-    fn batch(
-        slf: &Bound<'_, Self>,
-        inputs: &Bound<'_, PyAny>,
-        config: Option<&Bound<'_, PyAny>>,
-        return_exceptions: bool,
-    ) -> PyResult<Py<PyAny>> {
-        let step = Step::Lambda(slf.clone().unbind());
-        batch(slf.py(), step, inputs, config, return_exceptions)
-    }
-
-    #[pyo3(signature = (inputs, config=None, *, return_exceptions=false))]
-    fn abatch(
-        slf: &Bound<'_, Self>,
-        inputs: &Bound<'_, PyAny>,
-        config: Option<&Bound<'_, PyAny>>,
-        return_exceptions: bool,
-    ) -> PyResult<LazyCoroutine> {
-        abatch(
-            Step::Lambda(slf.clone().unbind()),
-            inputs,
-            config,
-            return_exceptions,
-        )
-    }
-
-    fn __repr__(&self, py: Python<'_>) -> String {
-        format!("Lambda({})", self.name.bind(py))
-    }
-
-    // NOTE: no __clear__: a cycle through a Lambda always runs through its function, whose own
-    // tp_clear breaks it; __traverse__ is what lets the collector see the cycle.
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for f in self.func.iter().chain(self.afunc.iter()) {
-            visit.call(&f.func)?;
-        }
-        Ok(())
+    fn afunc(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
+        let py = slf.py();
+        Self::node(slf).afunc.as_ref().map(|f| f.func.clone_ref(py))
     }
 }
 

@@ -10,24 +10,24 @@ use pyo3::types::{PyDict, PyType};
 use pyo3::{intern, PyTraverseError};
 
 use crate::config::{type_name, BatchConfig, RunConfig};
-use crate::exec::aio::{self, GatherSpec, LazyCoroutine};
-use crate::exec::fanout::FanOut;
-use crate::exec::{Awaitable, Collect, Cost, Mode, Work};
+use crate::exec::{Awaitable, Cost, Mode, Work};
 
+mod base;
 mod lambda;
 mod parallel;
 
-pub(crate) use lambda::Lambda;
-pub(crate) use parallel::Parallel;
+pub(crate) use base::Runnable;
+use lambda::Lambda;
+use parallel::Parallel;
 
 /// One thing a runnable runs, after coercion.
 pub(crate) enum Step {
-    Lambda(Py<Lambda>),
-    Parallel(Py<Parallel>),
+    /// A fastlcel runnable.
+    Native(Py<Runnable>),
     /// A cheap plain callable (`operator.itemgetter`): called inline, even on the event loop.
     Call(Py<PyAny>),
-    /// Any object with `invoke` and/or `ainvoke` (a langchain_core Runnable, say).
-    Runnable {
+    /// Any other object with `invoke` and/or `ainvoke` (a langchain_core Runnable, say).
+    Foreign {
         obj: Py<PyAny>,
         has_invoke: bool,
         has_ainvoke: bool,
@@ -40,14 +40,11 @@ impl Step {
     /// `owner` names the place in errors, e.g. "Parallel step 'summary'".
     pub(crate) fn coerce(obj: &Bound<'_, PyAny>, owner: &str) -> PyResult<Self> {
         let py = obj.py();
-        if let Ok(l) = obj.cast::<Lambda>() {
-            return Ok(Step::Lambda(l.clone().unbind()));
-        }
-        if let Ok(p) = obj.cast::<Parallel>() {
-            return Ok(Step::Parallel(p.clone().unbind()));
+        if let Ok(r) = obj.cast::<Runnable>() {
+            return Ok(Step::Native(r.clone().unbind()));
         }
         if let Ok(d) = obj.cast::<PyDict>() {
-            return Ok(Step::Parallel(Py::new(py, Parallel::from_mapping(d)?)?));
+            return Ok(Step::Native(Parallel::wrap(d)?));
         }
         static ITEMGETTER: PyOnceLock<Py<PyType>> = PyOnceLock::new();
         if obj.is_exact_instance(ITEMGETTER.import(py, "operator", "itemgetter")?) {
@@ -56,7 +53,7 @@ impl Step {
         let has_invoke = obj.hasattr(intern!(py, "invoke"))?;
         let has_ainvoke = obj.hasattr(intern!(py, "ainvoke"))?;
         if has_invoke || has_ainvoke {
-            return Ok(Step::Runnable {
+            return Ok(Step::Foreign {
                 obj: obj.clone().unbind(),
                 has_invoke,
                 has_ainvoke,
@@ -64,7 +61,7 @@ impl Step {
             });
         }
         if obj.is_callable() {
-            return Ok(Step::Lambda(Py::new(py, Lambda::from_callable(obj)?)?));
+            return Ok(Step::Native(Lambda::wrap(obj)?));
         }
         Err(PyTypeError::new_err(format!(
             "{owner} is {}; expected a callable, a dict or a runnable",
@@ -79,10 +76,9 @@ impl Step {
         config: &Arc<RunConfig>,
     ) -> PyResult<Py<PyAny>> {
         match self {
-            Step::Lambda(l) => l.get().call(py, input, config),
-            Step::Parallel(p) => p.get().invoke_blocking(py, input, config),
+            Step::Native(r) => r.get().node.invoke(py, input, config),
             Step::Call(f) => Ok(f.bind(py).call1((input,))?.unbind()),
-            Step::Runnable {
+            Step::Foreign {
                 obj,
                 has_invoke: true,
                 ..
@@ -90,7 +86,7 @@ impl Step {
                 .bind(py)
                 .call_method1(intern!(py, "invoke"), (input, config.to_dict(py)?))?
                 .unbind()),
-            Step::Runnable { obj, .. } => Err(PyTypeError::new_err(format!(
+            Step::Foreign { obj, .. } => Err(PyTypeError::new_err(format!(
                 "{} has only `ainvoke`; it cannot run synchronously. Use `await ...ainvoke(...)`",
                 describe(obj.bind(py))
             ))),
@@ -99,10 +95,9 @@ impl Step {
 
     pub(crate) fn mode(&self) -> Mode {
         match self {
-            Step::Lambda(l) => l.get().mode(),
-            Step::Parallel(_) => Mode::Await,
+            Step::Native(r) => r.get().node.mode(),
             Step::Call(_) => Mode::Inline,
-            Step::Runnable { has_ainvoke, .. } => {
+            Step::Foreign { has_ainvoke, .. } => {
                 if *has_ainvoke {
                     Mode::Await
                 } else {
@@ -120,11 +115,8 @@ impl Step {
         config: &Arc<RunConfig>,
     ) -> PyResult<Awaitable<'py>> {
         Ok(match self {
-            Step::Lambda(l) => Awaitable::Other(l.get().acall(py, input, config)?),
-            Step::Parallel(p) => {
-                Awaitable::Future(aio::start(py, p.get().gather_spec(input, config))?)
-            }
-            Step::Runnable { obj, .. } => Awaitable::Other(
+            Step::Native(r) => r.get().node.awaitable(py, input, config)?,
+            Step::Foreign { obj, .. } => Awaitable::Other(
                 obj.bind(py)
                     .call_method1(intern!(py, "ainvoke"), (input, config.to_dict(py)?))?,
             ),
@@ -135,27 +127,24 @@ impl Step {
     /// The step's cost record; `None` for steps that are always fast.
     pub(crate) fn cost(&self) -> Option<&Cost> {
         match self {
-            Step::Lambda(l) => Some(l.get().cost()),
-            Step::Parallel(p) => Some(p.get().cost()),
+            Step::Native(r) => Some(r.get().cost()),
             Step::Call(_) => None,
-            Step::Runnable { cost, .. } => Some(cost),
+            Step::Foreign { cost, .. } => Some(cost),
         }
     }
 
     /// The Python object the user sees for this step (`Parallel.steps`, reprs).
     pub(crate) fn object(&self, py: Python<'_>) -> Py<PyAny> {
         match self {
-            Step::Lambda(l) => l.clone_ref(py).into_any(),
-            Step::Parallel(p) => p.clone_ref(py).into_any(),
-            Step::Call(obj) | Step::Runnable { obj, .. } => obj.clone_ref(py),
+            Step::Native(r) => r.clone_ref(py).into_any(),
+            Step::Call(obj) | Step::Foreign { obj, .. } => obj.clone_ref(py),
         }
     }
 
     pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         match self {
-            Step::Lambda(l) => visit.call(l),
-            Step::Parallel(p) => visit.call(p),
-            Step::Call(obj) | Step::Runnable { obj, .. } => visit.call(obj),
+            Step::Native(r) => visit.call(r),
+            Step::Call(obj) | Step::Foreign { obj, .. } => visit.call(obj),
         }
     }
 }
@@ -255,49 +244,8 @@ pub(crate) fn collect_inputs(inputs: &Bound<'_, PyAny>) -> PyResult<Vec<Py<PyAny
 }
 
 pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Runnable>()?;
     m.add_class::<Lambda>()?;
     m.add_class::<Parallel>()?;
     Ok(())
-}
-
-/// `batch` of any runnable: `step` on every input, on the caller's thread and the pool.
-pub(crate) fn batch(
-    py: Python<'_>,
-    step: Step,
-    inputs: &Bound<'_, PyAny>,
-    config: Option<&Bound<'_, PyAny>>,
-    return_exceptions: bool,
-) -> PyResult<Py<PyAny>> {
-    let inputs = collect_inputs(inputs)?;
-    let configs = BatchConfig::parse(config, inputs.len())?;
-    let max_concurrency = configs.max_concurrency();
-    let calls = Calls::Map {
-        step,
-        inputs,
-        configs,
-    };
-    let values = FanOut::run_blocking(py, Arc::new(calls), max_concurrency, return_exceptions)?;
-    Collect::List.build(py, values)
-}
-
-/// `abatch` of any runnable: the awaitable counterpart of [`batch`].
-pub(crate) fn abatch(
-    step: Step,
-    inputs: &Bound<'_, PyAny>,
-    config: Option<&Bound<'_, PyAny>>,
-    return_exceptions: bool,
-) -> PyResult<LazyCoroutine> {
-    let inputs = collect_inputs(inputs)?;
-    let configs = BatchConfig::parse(config, inputs.len())?;
-    let max_concurrency = configs.max_concurrency();
-    Ok(LazyCoroutine::new(GatherSpec {
-        work: Arc::new(Calls::Map {
-            step,
-            inputs,
-            configs,
-        }),
-        collect: Collect::List,
-        max_concurrency,
-        return_exceptions,
-    }))
 }
