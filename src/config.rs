@@ -13,6 +13,8 @@ pub(crate) struct RunConfig {
     user: Option<Py<PyDict>>,
     /// `config["max_concurrency"]`: the cap on calls in flight for one fan-out.
     pub(crate) max_concurrency: Option<usize>,
+    /// `config["recursion_limit"]`: how many more runnables a Lambda may return in a row.
+    pub(crate) recursion_limit: i64,
 }
 
 impl RunConfig {
@@ -21,6 +23,7 @@ impl RunConfig {
             return Ok(Self {
                 user: None,
                 max_concurrency: None,
+                recursion_limit: DEFAULT_RECURSION_LIMIT,
             });
         };
         let dict = config.cast::<PyDict>().map_err(|_| {
@@ -46,10 +49,84 @@ impl RunConfig {
             }
             _ => None,
         };
+        let recursion_limit = match dict.get_item("recursion_limit")? {
+            Some(v) if !v.is_none() => v.extract().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "config['recursion_limit'] must be an int; got {}",
+                    type_name(&v)
+                ))
+            })?,
+            _ => DEFAULT_RECURSION_LIMIT,
+        };
         Ok(Self {
             user: Some(dict.clone().unbind()),
             max_concurrency,
+            recursion_limit,
         })
+    }
+
+    /// The caller's dict as given (a new empty dict when none was).
+    pub(crate) fn user_dict<'py>(&self, py: Python<'py>) -> Bound<'py, PyDict> {
+        match &self.user {
+            Some(user) => user.bind(py).clone(),
+            None => PyDict::new(py),
+        }
+    }
+
+    /// This config with `recursion_limit` replaced (for the runnable a Lambda returned).
+    pub(crate) fn with_recursion_limit(&self, py: Python<'_>, limit: i64) -> PyResult<Self> {
+        let dict = match &self.user {
+            Some(user) => user.bind(py).copy()?,
+            None => PyDict::new(py),
+        };
+        dict.set_item("recursion_limit", limit)?;
+        Self::parse(Some(dict.as_any()))
+    }
+
+    /// `bound` (a runnable's own config, from `with_config`) merged with this call's config,
+    /// like langchain_core's `merge_configs`: tags united and sorted, metadata and configurable
+    /// merged, callback lists joined; for any other key the call's value wins unless None.
+    pub(crate) fn merged_under(&self, bound: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let py = bound.py();
+        let merged = bound.copy()?;
+        if let Some(user) = &self.user {
+            for (k, v) in user.bind(py).iter() {
+                let key: String = k.extract()?;
+                let old = merged.get_item(&k)?;
+                let value = match (key.as_str(), old) {
+                    ("tags", Some(old)) => {
+                        let set = pyo3::types::PySet::new(
+                            py,
+                            old.try_iter()?
+                                .chain(v.try_iter()?)
+                                .collect::<PyResult<Vec<_>>>()?,
+                        )?;
+                        let list = PyList::new(py, set.iter())?;
+                        list.sort()?;
+                        list.into_any()
+                    }
+                    ("metadata" | "configurable", Some(old)) => {
+                        let d = old.cast::<PyDict>()?.copy()?;
+                        d.update(v.cast::<PyDict>()?.as_mapping())?;
+                        d.into_any()
+                    }
+                    ("callbacks", Some(old))
+                        if old.is_instance_of::<PyList>() && v.is_instance_of::<PyList>() =>
+                    {
+                        old.add(&v)?
+                    }
+                    ("recursion_limit", Some(old))
+                        if v.extract::<i64>().ok() == Some(DEFAULT_RECURSION_LIMIT) =>
+                    {
+                        old
+                    }
+                    (_, Some(old)) if v.is_none() => old,
+                    _ => v,
+                };
+                merged.set_item(k, value)?;
+            }
+        }
+        Self::parse(Some(merged.as_any()))
     }
 
     /// The dict handed to a function with a `config` parameter or to a foreign runnable: a fresh

@@ -23,6 +23,12 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
             "Runnable",
             "Lambda",
             "Parallel",
+            "Sequence",
+            "Passthrough",
+            "Assign",
+            "Pick",
+            "Branch",
+            "Binding",
         ],
     )?;
     Ok(())

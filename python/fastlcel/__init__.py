@@ -1,22 +1,58 @@
-"""fastlcel: LangChain LCEL's RunnableParallel and RunnableLambda, with a Rust core.
+"""fastlcel: LangChain LCEL runnables (RunnableParallel, RunnableLambda, ...) with a Rust core.
 
 Swap ``from langchain_core.runnables import RunnableParallel, RunnableLambda`` for
-``from fastlcel import RunnableParallel, RunnableLambda``.
+``from fastlcel import RunnableParallel, RunnableLambda``: the same programs run unchanged, and
+fastlcel runnables mix with langchain_core ones in either direction.
 """
 
-from fastlcel._core import FastLcelError, Lambda, PanicError, Parallel, Runnable
+from fastlcel import _interop
+from fastlcel._chain import AddableDict
+from fastlcel._core import (
+    Assign,
+    Binding,
+    Branch,
+    FastLcelError,
+    Lambda,
+    PanicError,
+    Parallel,
+    Passthrough,
+    Pick,
+    Runnable,
+    Sequence,
+)
 
 RunnableParallel = Parallel
 RunnableMap = Parallel
 RunnableLambda = Lambda
+RunnableSequence = Sequence
+RunnablePassthrough = Passthrough
+RunnableAssign = Assign
+RunnablePick = Pick
+RunnableBranch = Branch
+RunnableBinding = Binding
+
+_interop.install()
 
 __all__ = [
+    "AddableDict",
+    "Assign",
+    "Binding",
+    "Branch",
     "FastLcelError",
     "Lambda",
     "PanicError",
     "Parallel",
+    "Passthrough",
+    "Pick",
+    "Runnable",
+    "RunnableAssign",
+    "RunnableBinding",
+    "RunnableBranch",
     "RunnableLambda",
     "RunnableMap",
-    "Runnable",
     "RunnableParallel",
+    "RunnablePassthrough",
+    "RunnablePick",
+    "RunnableSequence",
+    "Sequence",
 ]

@@ -3,7 +3,16 @@
 Everything here is re-exported from :mod:`fastlcel`; import it from there.
 """
 
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from collections.abc import Sequence as _Seq
 from typing import Any, TypeAlias, final
 
 from typing_extensions import disjoint_base
@@ -11,7 +20,19 @@ from typing_extensions import disjoint_base
 _Config: TypeAlias = Mapping[str, Any]
 
 __version__: str
-__all__ = ["FastLcelError", "PanicError", "Runnable", "Lambda", "Parallel"]
+__all__ = [
+    "FastLcelError",
+    "PanicError",
+    "Runnable",
+    "Lambda",
+    "Parallel",
+    "Sequence",
+    "Passthrough",
+    "Assign",
+    "Pick",
+    "Branch",
+    "Binding",
+]
 
 def _shutdown() -> None:
     """Registered with atexit: lets running steps finish, keeps pool threads out of Python."""
@@ -54,8 +75,8 @@ class Runnable:
         never blocks the loop. Cancelling the await cancels every step still running."""
     def batch(
         self,
-        inputs: Sequence[Any],
-        config: _Config | Sequence[_Config] | None = None,
+        inputs: _Seq[Any],
+        config: _Config | _Seq[_Config] | None = None,
         *,
         return_exceptions: bool = False,
     ) -> list[Any]:
@@ -68,12 +89,59 @@ class Runnable:
         """
     def abatch(
         self,
-        inputs: Sequence[Any],
-        config: _Config | Sequence[_Config] | None = None,
+        inputs: _Seq[Any],
+        config: _Config | _Seq[_Config] | None = None,
         *,
         return_exceptions: bool = False,
     ) -> Coroutine[Any, Any, list[Any]]:
         """The asyncio counterpart of :meth:`batch`."""
+    def batch_as_completed(
+        self,
+        inputs: _Seq[Any],
+        config: _Config | _Seq[_Config] | None = None,
+        *,
+        return_exceptions: bool = False,
+    ) -> Iterator[tuple[int, Any]]:
+        """``(index, result)`` pairs as the items of a batch finish."""
+    def abatch_as_completed(
+        self,
+        inputs: _Seq[Any],
+        config: _Config | _Seq[_Config] | None = None,
+        *,
+        return_exceptions: bool = False,
+    ) -> AsyncIterator[tuple[int, Any]]:
+        """The async counterpart of :meth:`batch_as_completed`."""
+    def stream(self, input: Any, config: _Config | None = None, **kwargs: Any) -> Iterator[Any]:
+        """Chunks of the output as they are produced (langchain_core semantics: a generator
+        function streams chunk by chunk, a plain function yields one chunk, a Parallel yields
+        one-key dicts as its steps produce chunks, whose ``+`` sum is the ``invoke`` result)."""
+    def transform(
+        self, input: Iterable[Any], config: _Config | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        """Like :meth:`stream`, for an iterator of input chunks."""
+    def astream(
+        self, input: Any, config: _Config | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        """The async counterpart of :meth:`stream`."""
+    def atransform(
+        self, input: Any, config: _Config | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        """The async counterpart of :meth:`transform` (input: an async or sync iterable)."""
+    def __or__(self, other: Any, /) -> Runnable:
+        """``self | other``: a :class:`Sequence`; dicts and callables are coerced."""
+    def __ror__(self, other: Any, /) -> Runnable:
+        """``other | self`` for a dict or a callable on the left."""
+    def pipe(self, *others: Any, name: str | None = None) -> Runnable:
+        """``self | others[0] | others[1] ...`` as one :class:`Sequence`."""
+    def assign(self, **steps: Any) -> Runnable:
+        """``self | Passthrough.assign(**steps)``: the output dict plus computed keys."""
+    def pick(self, keys: str | list[str]) -> Runnable:
+        """``self | Pick(keys)``: one key of the output dict, or a dict of several."""
+    def with_config(self, config: _Config | None = None, **kwargs: Any) -> Runnable:
+        """A :class:`Binding` with a config of its own, merged under each call's config (tags
+        united, metadata and configurable merged, as langchain_core's ``merge_configs``)."""
+    def bind(self, **kwargs: Any) -> Runnable:
+        """A :class:`Binding` passing ``kwargs`` to the function (or a foreign ``invoke``)."""
 
 @final
 class Lambda(Runnable):
@@ -119,3 +187,69 @@ class Parallel(Runnable):
     @property
     def steps(self) -> dict[str, Any]:
         """The steps after coercion, in declared order (``steps__`` in langchain_core)."""
+
+@final
+class Sequence(Runnable):
+    """Steps run one after the other, each on the previous one's output, like
+    ``langchain_core.runnables.RunnableSequence``; usually made with ``|``. Nested sequences are
+    flattened; at least 2 steps."""
+
+    def __new__(cls, *steps: Any, name: str | None = None) -> Sequence: ...
+    @property
+    def steps(self) -> list[Any]: ...
+    @property
+    def first(self) -> Any: ...
+    @property
+    def last(self) -> Any: ...
+
+@final
+class Passthrough(Runnable):
+    """Passes its input through unchanged (``RunnablePassthrough``); with ``func``, calls it on
+    the input first, for side effects."""
+
+    def __new__(cls, func: Callable[..., Any] | None = None) -> Passthrough: ...
+    @staticmethod
+    def assign(**steps: Any) -> Runnable:
+        """The input dict plus one key per step, computed from the input (``RunnableAssign``).
+        A non-dict input raises ``ValueError``, as in langchain_core."""
+
+@final
+class Assign(Runnable):
+    """The input dict plus computed keys (``RunnableAssign``)."""
+
+    def __new__(cls, mapper: Parallel | Mapping[str, Any]) -> Assign: ...
+    @property
+    def mapper(self) -> Parallel: ...
+
+@final
+class Pick(Runnable):
+    """One key of the input dict (its value, or None), or a dict of the listed keys present
+    (None if none is), like ``RunnablePick``."""
+
+    def __new__(cls, keys: str | list[str]) -> Pick: ...
+    @property
+    def keys(self) -> str | list[str]: ...
+
+@final
+class Branch(Runnable):
+    """``Branch((condition, runnable), ..., default)``: runs the first runnable whose condition
+    is true on the input, else the default (``RunnableBranch``)."""
+
+    def __new__(cls, *branches: Any) -> Branch: ...
+    @property
+    def branches(self) -> list[tuple[Any, Any]]: ...
+    @property
+    def default(self) -> Any: ...
+
+@final
+class Binding(Runnable):
+    """A runnable with a config and keyword arguments of its own (``RunnableBinding``); made by
+    :meth:`Runnable.with_config` and :meth:`Runnable.bind`."""
+
+    @property
+    def bound(self) -> Any: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
+    @property
+    def kwargs(self) -> dict[str, Any]: ...
+    def _merge_config(self, config: _Config | None) -> dict[str, Any]: ...

@@ -189,7 +189,7 @@ impl FanOut {
     /// A pool thread's share of the work.
     fn help(self: Arc<Self>) {
         if !self.unclaimed() {
-            return;
+            return Self::release(self);
         }
         let Some(_in_flight) = InFlight::enter() else {
             return;
@@ -203,7 +203,18 @@ impl FanOut {
                     break;
                 }
             }
+            drop(self);
         });
+    }
+
+    /// Drops a reference; if it is the last, while attached, so that the Python objects it holds
+    /// are freed now rather than at the next attach (pyo3 defers a decref made without the GIL).
+    fn release(self: Arc<Self>) {
+        if let Some(last) = Arc::into_inner(self) {
+            if let Some(_in_flight) = InFlight::enter() {
+                Python::attach(move |_| drop(last));
+            }
+        }
     }
 
     fn run_item(&self, py: Python<'_>, i: usize) {

@@ -26,6 +26,18 @@ pub(crate) enum Mode {
     Inline,
 }
 
+impl Mode {
+    /// The mode of a runnable made of parts: awaited if any part is, else pooled if any part
+    /// may block, else inline.
+    pub(crate) fn of_all(modes: impl Iterator<Item = Mode>) -> Mode {
+        modes.fold(Mode::Inline, |acc, m| match (acc, m) {
+            (Mode::Await, _) | (_, Mode::Await) => Mode::Await,
+            (Mode::Pool, _) | (_, Mode::Pool) => Mode::Pool,
+            _ => Mode::Inline,
+        })
+    }
+}
+
 /// What `Work::awaitable` returns.
 pub(crate) enum Awaitable<'py> {
     /// An asyncio future of this loop, already scheduled.

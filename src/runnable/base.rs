@@ -6,9 +6,13 @@ use std::sync::Arc;
 
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
 use pyo3::{PyClassInitializer, PyTraverseError};
 
-use super::{collect_inputs, Calls, Step};
+use super::binding::{Binding, BindingNode};
+use super::passthrough::{Assign, Pick};
+use super::sequence::{Sequence, SequenceNode};
+use super::{chain_helper, collect_inputs, Calls, Step};
 use crate::config::{BatchConfig, RunConfig};
 use crate::exec::aio::{GatherSpec, LazyCoroutine};
 use crate::exec::context::Context;
@@ -151,6 +155,162 @@ impl Runnable {
         }))
     }
 
+    /// `self | other`: a Sequence (nested sequences are flattened).
+    fn __or__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<Runnable>> {
+        let node = SequenceNode::new(&[slf.clone().into_any(), other.clone()], None)?;
+        Sequence::make(slf.py(), node)
+    }
+
+    /// `other | self`, for a dict or a callable on the left.
+    fn __ror__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<Runnable>> {
+        let node = SequenceNode::new(&[other.clone(), slf.clone().into_any()], None)?;
+        Sequence::make(slf.py(), node)
+    }
+
+    /// `self | others[0] | others[1] ...`, optionally named.
+    #[pyo3(signature = (*others, name=None))]
+    fn pipe(
+        slf: &Bound<'_, Self>,
+        others: &Bound<'_, PyTuple>,
+        name: Option<String>,
+    ) -> PyResult<Py<Runnable>> {
+        let objs: Vec<_> = std::iter::once(slf.clone().into_any())
+            .chain(others.iter())
+            .collect();
+        Sequence::make(slf.py(), SequenceNode::new(&objs, name)?)
+    }
+
+    /// `self | Passthrough.assign(**steps)`: the output dict plus computed keys.
+    #[pyo3(signature = (**steps))]
+    fn assign(slf: &Bound<'_, Self>, steps: Option<&Bound<'_, PyDict>>) -> PyResult<Py<Runnable>> {
+        let py = slf.py();
+        let assign = Assign::make(py, steps)?;
+        let node = SequenceNode::new(
+            &[slf.clone().into_any(), assign.into_bound(py).into_any()],
+            None,
+        )?;
+        Sequence::make(py, node)
+    }
+
+    /// `self | Pick(keys)`: one key of the output dict, or a dict of several.
+    fn pick(slf: &Bound<'_, Self>, keys: &Bound<'_, PyAny>) -> PyResult<Py<Runnable>> {
+        let py = slf.py();
+        let pick = Pick::make(keys)?;
+        let node = SequenceNode::new(
+            &[slf.clone().into_any(), pick.into_bound(py).into_any()],
+            None,
+        )?;
+        Sequence::make(py, node)
+    }
+
+    /// This runnable with a config of its own, merged under each call's config (tags united,
+    /// metadata merged).
+    #[pyo3(signature = (config=None, **kwargs))]
+    fn with_config(
+        slf: &Bound<'_, Self>,
+        config: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<Runnable>> {
+        let py = slf.py();
+        let added = RunConfig::parse(config)?.user_dict(py).copy()?;
+        if let Some(kwargs) = kwargs {
+            added.update(kwargs.as_mapping())?;
+        }
+        let added = RunConfig::parse(Some(added.as_any()))?;
+        rebind(slf, |config, kwargs| {
+            Ok((added.merged_under(&config)?.user_dict(py), kwargs))
+        })
+    }
+
+    /// This runnable with keyword arguments for its function (or a foreign runnable's invoke).
+    #[pyo3(signature = (**kwargs))]
+    fn bind(slf: &Bound<'_, Self>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Py<Runnable>> {
+        rebind(slf, |config, old| {
+            let merged = old.copy()?;
+            if let Some(kwargs) = kwargs {
+                merged.update(kwargs.as_mapping())?;
+            }
+            Ok((config, merged))
+        })
+    }
+
+    /// Chunks of the output as they are produced (one chunk for a runnable that does not
+    /// stream). A Parallel yields one-key dicts as its steps produce chunks.
+    #[pyo3(signature = (input, config=None, **kwargs))]
+    fn stream<'py>(
+        slf: &Bound<'py, Self>,
+        input: &Bound<'py, PyAny>,
+        config: Option<&Bound<'py, PyAny>>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        chain_call(slf, "stream", (input, config), kwargs)
+    }
+
+    /// Like :meth:`stream` for an iterator of input chunks.
+    #[pyo3(signature = (input, config=None, **kwargs))]
+    fn transform<'py>(
+        slf: &Bound<'py, Self>,
+        input: &Bound<'py, PyAny>,
+        config: Option<&Bound<'py, PyAny>>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        chain_call(slf, "transform", (input, config), kwargs)
+    }
+
+    /// The async iterator counterpart of :meth:`stream`.
+    #[pyo3(signature = (input, config=None, **kwargs))]
+    fn astream<'py>(
+        slf: &Bound<'py, Self>,
+        input: &Bound<'py, PyAny>,
+        config: Option<&Bound<'py, PyAny>>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        chain_call(slf, "astream", (input, config), kwargs)
+    }
+
+    /// The async iterator counterpart of :meth:`transform`.
+    #[pyo3(signature = (input, config=None, **kwargs))]
+    fn atransform<'py>(
+        slf: &Bound<'py, Self>,
+        input: &Bound<'py, PyAny>,
+        config: Option<&Bound<'py, PyAny>>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        chain_call(slf, "atransform", (input, config), kwargs)
+    }
+
+    /// `(index, result)` pairs as the items of a batch finish.
+    #[pyo3(signature = (inputs, config=None, *, return_exceptions=false))]
+    fn batch_as_completed<'py>(
+        slf: &Bound<'py, Self>,
+        inputs: &Bound<'py, PyAny>,
+        config: Option<&Bound<'py, PyAny>>,
+        return_exceptions: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        chain_call(
+            slf,
+            "batch_as_completed",
+            (inputs, config, return_exceptions),
+            None,
+        )
+    }
+
+    /// The async iterator counterpart of :meth:`batch_as_completed`.
+    #[pyo3(signature = (inputs, config=None, *, return_exceptions=false))]
+    fn abatch_as_completed<'py>(
+        slf: &Bound<'py, Self>,
+        inputs: &Bound<'py, PyAny>,
+        config: Option<&Bound<'py, PyAny>>,
+        return_exceptions: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        chain_call(
+            slf,
+            "abatch_as_completed",
+            (inputs, config, return_exceptions),
+            None,
+        )
+    }
+
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         self.node.repr(py)
     }
@@ -160,6 +320,53 @@ impl Runnable {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         self.node.traverse(&visit)
     }
+}
+
+/// Calls `fastlcel._chain.<name>(self, *args, **kwargs)`.
+fn chain_call<'py>(
+    slf: &Bound<'py, Runnable>,
+    name: &str,
+    args: impl IntoPyObject<'py, Target = PyTuple, Output = Bound<'py, PyTuple>, Error = PyErr>,
+    kwargs: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = slf.py();
+    let args = args.into_pyobject(py)?;
+    let all: Vec<_> = std::iter::once(slf.clone().into_any())
+        .chain(args.iter())
+        .collect();
+    let all = PyTuple::new(py, all)?;
+    chain_helper(py, name)?.call(all, kwargs)
+}
+
+/// A Binding of `slf` whose config and kwargs `make` derives from the current ones (empty
+/// unless `slf` is itself a Binding, whose bound runnable is then re-bound).
+fn rebind<'py>(
+    slf: &Bound<'py, Runnable>,
+    make: impl FnOnce(
+        Bound<'py, PyDict>,
+        Bound<'py, PyDict>,
+    ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>)>,
+) -> PyResult<Py<Runnable>> {
+    let py = slf.py();
+    let (bound, config, kwargs) = match slf.get().node.as_any().downcast_ref::<BindingNode>() {
+        Some(b) => (
+            b.bound.clone_ref(py),
+            b.config.bind(py).clone(),
+            b.kwargs.bind(py).clone(),
+        ),
+        None => (
+            Step::Native(slf.clone().unbind()),
+            PyDict::new(py),
+            PyDict::new(py),
+        ),
+    };
+    let (config, kwargs) = make(config, kwargs)?;
+    let node = BindingNode {
+        bound,
+        config: config.unbind(),
+        kwargs: kwargs.unbind(),
+    };
+    Binding::make(py, node)
 }
 
 /// The calls of `batch`/`abatch`: this runnable on every input.

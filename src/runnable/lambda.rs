@@ -3,46 +3,90 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyRecursionError, PyTypeError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{IntoPyDict, PyString};
+use pyo3::types::{PyDict, PyString};
 use pyo3::{intern, PyClassInitializer, PyTraverseError};
 
 use super::base::{Node, Runnable};
-use super::describe;
+use super::{chain_helper, describe, returned_runnable};
 use crate::config::RunConfig;
 use crate::exec::{Awaitable, Mode};
 
 /// A Python function and what was learnt about it once, at construction.
-struct Func {
+pub(crate) struct Func {
     func: Py<PyAny>,
     /// It has a parameter named `config`: it receives the call's config dict.
     takes_config: bool,
+    /// A generator function: `invoke` returns the sum (`+`) of its chunks, as langchain's does.
+    generator: bool,
 }
 
 impl Func {
-    fn new(func: &Bound<'_, PyAny>) -> PyResult<Self> {
+    pub(crate) fn new(func: &Bound<'_, PyAny>) -> PyResult<Self> {
         Ok(Self {
             func: func.clone().unbind(),
             takes_config: takes_config(func)?,
+            generator: inspect(func.py(), "isgeneratorfunction", func)?,
         })
     }
 
-    fn call<'py>(
+    pub(crate) fn call<'py>(
         &self,
         py: Python<'py>,
         input: &Bound<'py, PyAny>,
         config: &RunConfig,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let func = self.func.bind(py);
-        if self.takes_config {
-            let kwargs = [(intern!(py, "config"), config.to_dict(py)?)].into_py_dict(py)?;
-            func.call((input,), Some(&kwargs))
-        } else {
-            func.call1((input,))
+        self.call_with(py, input, config, None)
+    }
+
+    /// Calls with extra keyword arguments (`bind`), and the config if it takes one.
+    fn call_with<'py>(
+        &self,
+        py: Python<'py>,
+        input: &Bound<'py, PyAny>,
+        config: &RunConfig,
+        extra: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let output = self.call_raw(py, input, config, extra)?;
+        if !self.generator {
+            return Ok(output);
         }
+        let mut total: Option<Bound<'py, PyAny>> = None;
+        for chunk in output.try_iter()? {
+            let chunk = chunk?;
+            total = Some(match total {
+                None => chunk,
+                Some(t) => t.add(chunk)?,
+            });
+        }
+        Ok(total.unwrap_or_else(|| py.None().into_bound(py)))
+    }
+
+    fn call_raw<'py>(
+        &self,
+        py: Python<'py>,
+        input: &Bound<'py, PyAny>,
+        config: &RunConfig,
+        extra: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let func = self.func.bind(py);
+        let kwargs = match (self.takes_config, extra) {
+            (false, None) => return func.call1((input,)),
+            (false, Some(extra)) => extra.copy()?,
+            (true, extra) => {
+                let kwargs = extra.map_or_else(|| Ok(PyDict::new(py)), |e| e.copy())?;
+                kwargs.set_item(intern!(py, "config"), config.to_dict(py)?)?;
+                kwargs
+            }
+        };
+        func.call((input,), Some(&kwargs))
+    }
+
+    pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.func)
     }
 }
 
@@ -53,6 +97,37 @@ pub(crate) struct LambdaNode {
 }
 
 impl LambdaNode {
+    /// Runs the sync function; a runnable it returns is invoked on the same input in its place
+    /// (with one less `recursion_limit`).
+    pub(crate) fn call(
+        &self,
+        py: Python<'_>,
+        input: &Bound<'_, PyAny>,
+        config: &Arc<RunConfig>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let Some(func) = &self.func else {
+            return Err(PyTypeError::new_err(format!(
+                "Lambda({}) has only an async function; it cannot be invoked synchronously. \
+                 Use `await runnable.ainvoke(...)` (or abatch) instead",
+                self.name.bind(py)
+            )));
+        };
+        let output = func.call_with(py, input, config, kwargs)?;
+        let Some(step) = returned_runnable(&output)? else {
+            return Ok(output.unbind());
+        };
+        if config.recursion_limit <= 0 {
+            return Err(PyRecursionError::new_err(format!(
+                "Recursion limit reached when invoking Lambda({}) with input {}.",
+                self.name.bind(py),
+                input.repr()?
+            )));
+        }
+        let child = Arc::new(config.with_recursion_limit(py, config.recursion_limit - 1)?);
+        step.invoke(py, input, &child)
+    }
+
     fn new(
         func: &Bound<'_, PyAny>,
         afunc: Option<&Bound<'_, PyAny>>,
@@ -108,14 +183,7 @@ impl Node for LambdaNode {
         input: &Bound<'_, PyAny>,
         config: &Arc<RunConfig>,
     ) -> PyResult<Py<PyAny>> {
-        let Some(func) = &self.func else {
-            return Err(PyTypeError::new_err(format!(
-                "Lambda({}) has only an async function; it cannot be invoked synchronously. \
-                 Use `await runnable.ainvoke(...)` (or abatch) instead",
-                self.name.bind(py)
-            )));
-        };
-        Ok(func.call(py, input, config)?.unbind())
+        self.call(py, input, config, None)
     }
 
     /// The coroutine of the async function (only for `Mode::Await`).
@@ -129,7 +197,16 @@ impl Node for LambdaNode {
             .afunc
             .as_ref()
             .expect("Mode::Await Lambdas have an afunc");
-        Ok(Awaitable::Other(afunc.call(py, input, config)?))
+        let coro = afunc.call(py, input, config)?;
+        // The function may return a runnable to run in its place: awaited by the helper.
+        let helper = chain_helper(py, "lambda_result")?;
+        let this = format!("Lambda({})", self.name.bind(py));
+        Ok(Awaitable::Other(helper.call1((
+            coro,
+            input,
+            config.to_dict(py)?,
+            this,
+        ))?))
     }
 
     fn mode(&self) -> Mode {
@@ -145,10 +222,10 @@ impl Node for LambdaNode {
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for f in self.func.iter().chain(self.afunc.iter()) {
-            visit.call(&f.func)?;
-        }
-        Ok(())
+        self.func
+            .iter()
+            .chain(self.afunc.iter())
+            .try_for_each(|f| f.traverse(visit))
     }
 
     fn repr(&self, py: Python<'_>) -> PyResult<String> {
@@ -203,16 +280,28 @@ impl Lambda {
     }
 }
 
-/// `inspect.iscoroutinefunction`, also for objects with an `async def __call__`.
+/// `inspect.<predicate>(obj)`.
+fn inspect(py: Python<'_>, predicate: &str, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    static INSPECT: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    let module = INSPECT.get_or_try_init(py, || py.import("inspect").map(Bound::unbind))?;
+    module
+        .bind(py)
+        .getattr(predicate)?
+        .call1((obj,))?
+        .is_truthy()
+}
+
+/// An `async def` function (or async generator function), also as an object's `__call__`.
 fn is_async_callable(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     let py = obj.py();
-    static IS_COROFN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let is_corofn = IS_COROFN.import(py, "inspect", "iscoroutinefunction")?;
-    if is_corofn.call1((obj,))?.is_truthy()? {
+    let is_async = |f: &Bound<'_, PyAny>| -> PyResult<bool> {
+        Ok(inspect(py, "iscoroutinefunction", f)? || inspect(py, "isasyncgenfunction", f)?)
+    };
+    if is_async(obj)? {
         return Ok(true);
     }
     match obj.getattr(intern!(py, "__call__")) {
-        Ok(call) => is_corofn.call1((call,))?.is_truthy(),
+        Ok(call) => is_async(&call),
         Err(_) => Ok(false),
     }
 }

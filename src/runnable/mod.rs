@@ -13,12 +13,20 @@ use crate::config::{type_name, BatchConfig, RunConfig};
 use crate::exec::{Awaitable, Cost, Mode, Work};
 
 mod base;
+mod binding;
+mod branch;
 mod lambda;
 mod parallel;
+mod passthrough;
+mod sequence;
 
 pub(crate) use base::Runnable;
-use lambda::Lambda;
+use binding::Binding;
+use branch::Branch;
+use lambda::{Lambda, LambdaNode};
 use parallel::Parallel;
+use passthrough::{Assign, Passthrough, Pick};
+use sequence::Sequence;
 
 /// One thing a runnable runs, after coercion.
 pub(crate) enum Step {
@@ -75,8 +83,24 @@ impl Step {
         input: &Bound<'_, PyAny>,
         config: &Arc<RunConfig>,
     ) -> PyResult<Py<PyAny>> {
+        self.invoke_with(py, input, config, None)
+    }
+
+    /// `invoke` with extra keyword arguments (from `bind`): they reach a Lambda's function or a
+    /// foreign runnable's `invoke`; other runnables take none.
+    pub(crate) fn invoke_with(
+        &self,
+        py: Python<'_>,
+        input: &Bound<'_, PyAny>,
+        config: &Arc<RunConfig>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let kwargs = kwargs.filter(|k| !k.is_empty());
         match self {
-            Step::Native(r) => r.get().node.invoke(py, input, config),
+            Step::Native(r) => match (kwargs, r.get().node.as_any().downcast_ref::<LambdaNode>()) {
+                (Some(kwargs), Some(lambda)) => lambda.call(py, input, config, Some(kwargs)),
+                _ => r.get().node.invoke(py, input, config),
+            },
             Step::Call(f) => Ok(f.bind(py).call1((input,))?.unbind()),
             Step::Foreign {
                 obj,
@@ -84,7 +108,7 @@ impl Step {
                 ..
             } => Ok(obj
                 .bind(py)
-                .call_method1(intern!(py, "invoke"), (input, config.to_dict(py)?))?
+                .call_method(intern!(py, "invoke"), (input, config.to_dict(py)?), kwargs)?
                 .unbind()),
             Step::Foreign { obj, .. } => Err(PyTypeError::new_err(format!(
                 "{} has only `ainvoke`; it cannot run synchronously. Use `await ...ainvoke(...)`",
@@ -130,6 +154,35 @@ impl Step {
             Step::Native(r) => Some(r.get().cost()),
             Step::Call(_) => None,
             Step::Foreign { cost, .. } => Some(cost),
+        }
+    }
+
+    pub(crate) fn clone_ref(&self, py: Python<'_>) -> Self {
+        match self {
+            Step::Native(r) => Step::Native(r.clone_ref(py)),
+            Step::Call(obj) => Step::Call(obj.clone_ref(py)),
+            Step::Foreign {
+                obj,
+                has_invoke,
+                has_ainvoke,
+                ..
+            } => Step::Foreign {
+                obj: obj.clone_ref(py),
+                has_invoke: *has_invoke,
+                has_ainvoke: *has_ainvoke,
+                cost: Cost::new(),
+            },
+        }
+    }
+
+    pub(crate) fn name(&self, py: Python<'_>) -> String {
+        match self {
+            Step::Native(r) => r.get().node.name(py),
+            Step::Call(obj) | Step::Foreign { obj, .. } => obj
+                .bind(py)
+                .call_method0("get_name")
+                .and_then(|n| n.extract())
+                .unwrap_or_else(|_| type_name(obj.bind(py))),
         }
     }
 
@@ -243,9 +296,45 @@ pub(crate) fn collect_inputs(inputs: &Bound<'_, PyAny>) -> PyResult<Vec<Py<PyAny
         .collect()
 }
 
+/// A function of the private Python module `fastlcel._chain` (async control flow and streams).
+pub(crate) fn chain_helper<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    MODULE
+        .get_or_try_init(py, || py.import("fastlcel._chain").map(Bound::unbind))?
+        .bind(py)
+        .getattr(name)
+}
+
+/// A new, empty `AddableDict` (a dict whose `+` merges keys, as langchain_core's).
+pub(crate) fn addable_dict(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    chain_helper(py, "AddableDict")?.call0()
+}
+
+/// Whether `obj` is a runnable that a Lambda's function returned to be run in its place: a
+/// fastlcel runnable, or a langchain_core one if langchain_core is loaded.
+pub(crate) fn returned_runnable(obj: &Bound<'_, PyAny>) -> PyResult<Option<Step>> {
+    if obj.cast::<Runnable>().is_ok() {
+        return Ok(Some(Step::coerce(obj, "returned runnable")?));
+    }
+    let py = obj.py();
+    let modules = py.import("sys")?.getattr("modules")?;
+    if let Ok(base) = modules.get_item("langchain_core.runnables.base") {
+        if obj.is_instance(&base.getattr("Runnable")?)? {
+            return Ok(Some(Step::coerce(obj, "returned runnable")?));
+        }
+    }
+    Ok(None)
+}
+
 pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Runnable>()?;
     m.add_class::<Lambda>()?;
     m.add_class::<Parallel>()?;
+    m.add_class::<Sequence>()?;
+    m.add_class::<Passthrough>()?;
+    m.add_class::<Assign>()?;
+    m.add_class::<Pick>()?;
+    m.add_class::<Branch>()?;
+    m.add_class::<Binding>()?;
     Ok(())
 }

@@ -44,6 +44,11 @@ impl ParallelNode {
         })
     }
 
+    pub(crate) fn keys_joined(&self, py: Python<'_>) -> String {
+        let keys: Vec<String> = self.keys.iter().map(|k| k.bind(py).to_string()).collect();
+        keys.join(",")
+    }
+
     fn calls(&self, input: &Bound<'_, PyAny>, config: &Arc<RunConfig>) -> Calls {
         Calls::Fan {
             steps: Arc::clone(&self.steps),
@@ -92,8 +97,7 @@ impl Node for ParallelNode {
     }
 
     fn name(&self, py: Python<'_>) -> String {
-        let keys: Vec<String> = self.keys.iter().map(|k| k.bind(py).to_string()).collect();
-        format!("Parallel<{}>", keys.join(","))
+        format!("Parallel<{}>", self.keys_joined(py))
     }
 
     fn repr(&self, py: Python<'_>) -> PyResult<String> {

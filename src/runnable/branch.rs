@@ -1,0 +1,153 @@
+//! `Branch`: the first runnable whose condition holds, like langchain_core's `RunnableBranch`.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyTuple};
+use pyo3::{PyClassInitializer, PyTraverseError};
+
+use super::base::{Node, Runnable};
+use super::{chain_helper, describe, Step};
+use crate::config::RunConfig;
+use crate::exec::{Awaitable, Mode};
+
+pub(crate) struct BranchNode {
+    branches: Vec<(Step, Step)>,
+    default: Step,
+}
+
+impl BranchNode {
+    fn parts(&self) -> impl Iterator<Item = &Step> {
+        self.branches
+            .iter()
+            .flat_map(|(c, r)| [c, r])
+            .chain([&self.default])
+    }
+}
+
+impl Node for BranchNode {
+    fn invoke(
+        &self,
+        py: Python<'_>,
+        input: &Bound<'_, PyAny>,
+        config: &Arc<RunConfig>,
+    ) -> PyResult<Py<PyAny>> {
+        for (condition, runnable) in &self.branches {
+            if condition.invoke(py, input, config)?.bind(py).is_truthy()? {
+                return runnable.invoke(py, input, config);
+            }
+        }
+        self.default.invoke(py, input, config)
+    }
+
+    fn mode(&self) -> Mode {
+        Mode::of_all(self.parts().map(Step::mode))
+    }
+
+    fn awaitable<'py>(
+        &self,
+        py: Python<'py>,
+        input: &Bound<'py, PyAny>,
+        config: &Arc<RunConfig>,
+    ) -> PyResult<Awaitable<'py>> {
+        let coro = chain_helper(py, "branch")?.call1((
+            branch_list(py, self)?,
+            self.default.object(py),
+            input,
+            config.to_dict(py)?,
+        ))?;
+        Ok(Awaitable::Other(coro))
+    }
+
+    fn name(&self, _py: Python<'_>) -> String {
+        "Branch".to_owned()
+    }
+
+    fn repr(&self, py: Python<'_>) -> PyResult<String> {
+        let mut parts = Vec::new();
+        for (c, r) in &self.branches {
+            parts.push(format!(
+                "({}, {})",
+                c.object(py).bind(py).repr()?,
+                r.object(py).bind(py).repr()?
+            ));
+        }
+        parts.push(self.default.object(py).bind(py).repr()?.to_string());
+        Ok(format!("Branch({})", parts.join(", ")))
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.parts().try_for_each(|s| s.traverse(visit))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+fn branch_list<'py>(py: Python<'py>, node: &BranchNode) -> PyResult<Bound<'py, PyList>> {
+    let pairs = node
+        .branches
+        .iter()
+        .map(|(c, r)| PyTuple::new(py, [c.object(py), r.object(py)]))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, pairs)
+}
+
+/// Runs the first runnable whose condition is true on the input, else the default, like
+/// langchain_core's `RunnableBranch`: `Branch((cond, runnable), ..., default)`.
+#[pyclass(frozen, extends = Runnable, module = "fastlcel", name = "Branch")]
+pub(crate) struct Branch;
+
+#[pymethods]
+impl Branch {
+    #[new]
+    #[pyo3(signature = (*branches))]
+    fn py_new(branches: &Bound<'_, PyTuple>) -> PyResult<PyClassInitializer<Self>> {
+        let n = branches.len();
+        if n < 2 {
+            return Err(PyValueError::new_err(
+                "Branch requires at least two branches: (condition, runnable) pairs and a default",
+            ));
+        }
+        let default = Step::coerce(&branches.get_item(n - 1)?, "Branch default")?;
+        let mut pairs = Vec::with_capacity(n - 1);
+        for (i, branch) in branches.iter().take(n - 1).enumerate() {
+            if !(branch.is_instance_of::<PyTuple>() || branch.is_instance_of::<PyList>()) {
+                return Err(PyTypeError::new_err(format!(
+                    "Branch branch {i} is {}; expected a (condition, runnable) tuple",
+                    describe(&branch)
+                )));
+            }
+            if branch.len()? != 2 {
+                return Err(PyValueError::new_err(format!(
+                    "Branch branch {i} has {} items; expected a (condition, runnable) pair",
+                    branch.len()?
+                )));
+            }
+            let condition = Step::coerce(&branch.get_item(0)?, &format!("Branch condition {i}"))?;
+            let runnable = Step::coerce(&branch.get_item(1)?, &format!("Branch runnable {i}"))?;
+            pairs.push((condition, runnable));
+        }
+        let node = BranchNode {
+            branches: pairs,
+            default,
+        };
+        Ok(Runnable::init(node).add_subclass(Branch))
+    }
+
+    /// The `(condition, runnable)` pairs, in order.
+    #[getter]
+    fn branches<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyList>> {
+        branch_list(slf.py(), slf.as_super().get().node_as())
+    }
+
+    #[getter]
+    fn default(slf: &Bound<'_, Self>) -> Py<PyAny> {
+        let node: &BranchNode = slf.as_super().get().node_as();
+        node.default.object(slf.py())
+    }
+}

@@ -1,0 +1,147 @@
+//! `Sequence`: steps run one after the other, each on the previous one's output (`a | b`).
+
+use std::any::Any;
+use std::sync::Arc;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyTuple};
+use pyo3::{PyClassInitializer, PyTraverseError};
+
+use super::base::{Node, Runnable};
+use super::{chain_helper, Step};
+use crate::config::RunConfig;
+use crate::exec::{Awaitable, Mode};
+
+pub(crate) struct SequenceNode {
+    steps: Vec<Step>,
+    name: Option<String>,
+}
+
+impl SequenceNode {
+    /// Coerces and flattens `objs` (nested sequences are spliced in).
+    pub(crate) fn new(objs: &[Bound<'_, PyAny>], name: Option<String>) -> PyResult<Self> {
+        let mut steps = Vec::with_capacity(objs.len());
+        for (i, obj) in objs.iter().enumerate() {
+            if let Ok(r) = obj.cast::<Runnable>() {
+                if let Some(seq) = r.get().node.as_any().downcast_ref::<SequenceNode>() {
+                    let py = obj.py();
+                    steps.extend(seq.steps.iter().map(|s| s.clone_ref(py)));
+                    continue;
+                }
+            }
+            steps.push(Step::coerce(obj, &format!("Sequence step {i}"))?);
+        }
+        if steps.len() < 2 {
+            return Err(PyValueError::new_err(format!(
+                "Sequence must have at least 2 steps, got {}",
+                steps.len()
+            )));
+        }
+        Ok(Self { steps, name })
+    }
+
+    /// The steps as Python objects (a fresh list).
+    pub(crate) fn step_objects<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.steps.iter().map(|s| s.object(py)))
+    }
+}
+
+impl Node for SequenceNode {
+    fn invoke(
+        &self,
+        py: Python<'_>,
+        input: &Bound<'_, PyAny>,
+        config: &Arc<RunConfig>,
+    ) -> PyResult<Py<PyAny>> {
+        let mut value = input.clone().unbind();
+        for step in &self.steps {
+            value = step.invoke(py, value.bind(py), config)?;
+        }
+        Ok(value)
+    }
+
+    fn mode(&self) -> Mode {
+        Mode::of_all(self.steps.iter().map(Step::mode))
+    }
+
+    fn awaitable<'py>(
+        &self,
+        py: Python<'py>,
+        input: &Bound<'py, PyAny>,
+        config: &Arc<RunConfig>,
+    ) -> PyResult<Awaitable<'py>> {
+        let steps = PyTuple::new(py, self.steps.iter().map(|s| s.object(py)))?;
+        let coro = chain_helper(py, "sequence")?.call1((steps, input, config.to_dict(py)?))?;
+        Ok(Awaitable::Other(coro))
+    }
+
+    fn name(&self, py: Python<'_>) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            let names: Vec<String> = self.steps.iter().map(|s| s.name(py)).collect();
+            names.join(" | ")
+        })
+    }
+
+    fn repr(&self, py: Python<'_>) -> PyResult<String> {
+        let parts = self
+            .steps
+            .iter()
+            .map(|s| Ok(s.object(py).bind(py).repr()?.to_string()))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(parts.join(" | "))
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.steps.iter().try_for_each(|s| s.traverse(visit))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Steps run one after the other, each on the previous one's output, like langchain_core's
+/// `RunnableSequence`. Usually made with `|`: `Lambda(f) | {"a": g, "b": h} | k`.
+#[pyclass(frozen, extends = Runnable, module = "fastlcel", name = "Sequence")]
+pub(crate) struct Sequence;
+
+impl Sequence {
+    pub(crate) fn make(py: Python<'_>, node: SequenceNode) -> PyResult<Py<Runnable>> {
+        let init = Runnable::init(node).add_subclass(Sequence);
+        Ok(Bound::new(py, init)?.into_super().unbind())
+    }
+}
+
+#[pymethods]
+impl Sequence {
+    #[new]
+    #[pyo3(signature = (*steps, name=None))]
+    fn py_new(
+        steps: &Bound<'_, PyTuple>,
+        name: Option<String>,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        let objs: Vec<_> = steps.iter().collect();
+        Ok(Runnable::init(SequenceNode::new(&objs, name)?).add_subclass(Sequence))
+    }
+
+    /// The steps, flattened, in order.
+    #[getter]
+    fn steps<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyList>> {
+        let node: &SequenceNode = slf.as_super().get().node_as();
+        node.step_objects(slf.py())
+    }
+
+    #[getter]
+    fn first(slf: &Bound<'_, Self>) -> Py<PyAny> {
+        let node: &SequenceNode = slf.as_super().get().node_as();
+        node.steps[0].object(slf.py())
+    }
+
+    #[getter]
+    fn last(slf: &Bound<'_, Self>) -> Py<PyAny> {
+        let node: &SequenceNode = slf.as_super().get().node_as();
+        node.steps[node.steps.len() - 1].object(slf.py())
+    }
+}
