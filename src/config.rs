@@ -65,6 +65,13 @@ impl RunConfig {
         })
     }
 
+    /// The caller's dict as given, or None.
+    pub(crate) fn user_or_none(&self, py: Python<'_>) -> Py<PyAny> {
+        self.user
+            .as_ref()
+            .map_or_else(|| py.None(), |u| u.clone_ref(py).into_any())
+    }
+
     /// The caller's dict as given (a new empty dict when none was).
     pub(crate) fn user_dict<'py>(&self, py: Python<'py>) -> Bound<'py, PyDict> {
         match &self.user {

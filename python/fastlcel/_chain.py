@@ -100,17 +100,19 @@ async def binding(bound: Any, input: Any, config: dict[str, Any], kwargs: dict[s
     foreign runnable's ``ainvoke``; other fastlcel runnables take none."""
     if isinstance(bound, Lambda) and bound.afunc is not None and kwargs:
         output = bound.afunc(input, **_config_kwarg(bound.afunc, config), **kwargs)
-        return await lambda_result(output, input, config, repr(bound))
+        return await lambda_result(output, input, config, bound.name)
     if isinstance(bound, Runnable):
         return await bound.ainvoke(input, config)
     return await bound.ainvoke(input, config, **kwargs)
 
 
-async def lambda_result(awaitable: Any, input: Any, config: dict[str, Any], this: str) -> Any:
+async def lambda_result(
+    awaitable: Any, input: Any, config: dict[str, Any] | None, name: str
+) -> Any:
     """Awaits a Lambda's async function; a runnable it returns runs in its place."""
     output = await _asum(awaitable) if inspect.isasyncgen(awaitable) else await awaitable
     if _is_runnable(output):
-        return await output.ainvoke(input, _child_config(config, this, input))
+        return await output.ainvoke(input, _child_config(config, f"Lambda({name})", input))
     return output
 
 

@@ -200,13 +200,8 @@ impl Node for LambdaNode {
         let coro = afunc.call(py, input, config)?;
         // The function may return a runnable to run in its place: awaited by the helper.
         let helper = chain_helper(py, "lambda_result")?;
-        let this = format!("Lambda({})", self.name.bind(py));
-        Ok(Awaitable::Other(helper.call1((
-            coro,
-            input,
-            config.to_dict(py)?,
-            this,
-        ))?))
+        let args = (coro, input, config.user_or_none(py), self.name.bind(py));
+        Ok(Awaitable::Other(helper.call1(args)?))
     }
 
     fn mode(&self) -> Mode {

@@ -6,7 +6,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyType};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 use pyo3::{intern, PyTraverseError};
 
 use crate::config::{type_name, BatchConfig, RunConfig};
@@ -278,7 +278,7 @@ impl Work for Calls {
 
 /// Collects `inputs` of a batch call.
 pub(crate) fn collect_inputs(inputs: &Bound<'_, PyAny>) -> PyResult<Vec<Py<PyAny>>> {
-    if inputs.is_instance_of::<pyo3::types::PyString>() || inputs.cast::<PyDict>().is_ok() {
+    if inputs.is_instance_of::<PyString>() || inputs.cast::<PyDict>().is_ok() {
         return Err(PyTypeError::new_err(format!(
             "batch inputs must be a list of inputs; got {}",
             describe(inputs)
@@ -316,7 +316,21 @@ pub(crate) fn returned_runnable(obj: &Bound<'_, PyAny>) -> PyResult<Option<Step>
     if obj.cast::<Runnable>().is_ok() {
         return Ok(Some(Step::coerce(obj, "returned runnable")?));
     }
+    // The usual outputs are plain data: rule them out without an attribute lookup (a failed
+    // hasattr costs an exception, more than a trivial step). Else only a type with `invoke`
+    // can be a runnable.
     let py = obj.py();
+    let plain = obj.is_none()
+        || obj.is_exact_instance_of::<PyString>()
+        || obj.is_exact_instance_of::<PyInt>()
+        || obj.is_exact_instance_of::<PyFloat>()
+        || obj.is_exact_instance_of::<PyBool>()
+        || obj.is_exact_instance_of::<PyDict>()
+        || obj.is_exact_instance_of::<PyList>()
+        || obj.is_exact_instance_of::<PyTuple>();
+    if plain || !obj.get_type().hasattr(intern!(py, "invoke"))? {
+        return Ok(None);
+    }
     let modules = py.import("sys")?.getattr("modules")?;
     if let Ok(base) = modules.get_item("langchain_core.runnables.base") {
         if obj.is_instance(&base.getattr("Runnable")?)? {
