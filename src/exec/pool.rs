@@ -260,12 +260,23 @@ pub(crate) fn shutting_down() -> bool {
 ///
 /// Steps not yet started never start. Running ones are waited for, as `concurrent.futures` does:
 /// a pool thread woken inside Python after finalization began would be ended by CPython with a
-/// forced unwind through Rust frames, which aborts the process. A second Ctrl-C while waiting
-/// exits at once, without finalization (stdout and stderr are flushed first).
+/// forced unwind through Rust frames, which aborts the process. But a program dying of Ctrl-C
+/// (an unhandled KeyboardInterrupt) waits only [`INTERRUPT_GRACE`], and a second Ctrl-C while
+/// waiting ends any wait: then the process exits at once, skipping finalization (stdout, stderr
+/// and logging are flushed first), with status 130.
 #[pyfunction]
 fn _shutdown(py: Python<'_>) -> PyResult<()> {
     const NOTE_AFTER: Duration = Duration::from_secs(1);
+    const INTERRUPT_GRACE: Duration = Duration::from_millis(500);
     SHUTDOWN.store(true, SeqCst);
+    let sys = py.import("sys")?;
+    let interrupted = match sys.getattr("last_type") {
+        Ok(t) => t.cast::<pyo3::types::PyType>().is_ok_and(|t| {
+            t.is_subclass_of::<pyo3::exceptions::PyKeyboardInterrupt>()
+                .unwrap_or(false)
+        }),
+        Err(_) => false,
+    };
     let started = std::time::Instant::now();
     let mut noted = false;
     loop {
@@ -281,25 +292,33 @@ fn _shutdown(py: Python<'_>) -> PyResult<()> {
         if idle {
             return Ok(());
         }
+        if (interrupted && started.elapsed() > INTERRUPT_GRACE) || py.check_signals().is_err() {
+            return exit_now(py);
+        }
         if !noted && started.elapsed() > NOTE_AFTER {
             noted = true;
-            let sys = py.import("sys")?;
             sys.getattr("stderr")?.call_method1(
                 "write",
                 ("fastlcel: waiting for running steps to finish before exit \
                   (press Ctrl-C again to exit now)\n",),
             )?;
         }
-        if py.check_signals().is_err() {
-            let sys = py.import("sys")?;
-            for stream in ["stdout", "stderr"] {
-                if let Ok(s) = sys.getattr(stream) {
-                    let _ = s.call_method0("flush");
-                }
-            }
-            py.import("os")?.call_method1("_exit", (130,))?;
+    }
+}
+
+/// Exits the process without finalization (which running pool threads would crash).
+fn exit_now(py: Python<'_>) -> PyResult<()> {
+    let sys = py.import("sys")?;
+    if let Ok(logging) = sys.getattr("modules")?.get_item("logging") {
+        let _ = logging.call_method0("shutdown");
+    }
+    for stream in ["stdout", "stderr"] {
+        if let Ok(s) = sys.getattr(stream) {
+            let _ = s.call_method0("flush");
         }
     }
+    py.import("os")?.call_method1("_exit", (130,))?;
+    Ok(())
 }
 
 /// Registered with `os.register_at_fork`: the child has none of the parent's threads, so it

@@ -1,0 +1,128 @@
+"""Garbage collection: cycles through the callables a Lambda or Parallel holds are collected."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+from conftest import Impl
+
+
+def collected(make_cycle) -> bool:
+    """Build a cycle, drop every outside reference, collect, and report if the function died."""
+    ref = make_cycle()
+    gc.collect()
+    return ref() is None
+
+
+def test_lambda_referenced_by_its_own_function(impl: Impl) -> None:
+    def make_cycle():
+        def func(x):
+            return x
+
+        func.runnable = impl.Lambda(func)
+        return weakref.ref(func)
+
+    assert collected(make_cycle)
+
+
+def test_lambda_referenced_from_a_closure(impl: Impl) -> None:
+    def make_cycle():
+        holder = {}
+
+        def func(x):
+            return holder["self"]
+
+        holder["self"] = impl.Lambda(func)
+        return weakref.ref(func)
+
+    assert collected(make_cycle)
+
+
+def test_lambda_with_an_async_function_in_a_cycle(impl: Impl) -> None:
+    def make_cycle():
+        def func(x):
+            return x
+
+        async def afunc(x):
+            return x
+
+        afunc.runnable = impl.Lambda(func, afunc)
+        func.afunc = afunc
+        return weakref.ref(afunc)
+
+    assert collected(make_cycle)
+
+
+def test_parallel_referenced_by_a_step(impl: Impl) -> None:
+    def make_cycle():
+        def step(x):
+            return x
+
+        step.parallel = impl.Parallel(a=step, b=impl.Lambda(step))
+        return weakref.ref(step)
+
+    assert collected(make_cycle)
+
+
+def test_nested_parallel_referenced_by_a_leaf(impl: Impl) -> None:
+    def make_cycle():
+        def leaf(x):
+            return x
+
+        leaf.parallel = impl.Parallel(outer={"inner": {"leaf": leaf}})
+        return weakref.ref(leaf)
+
+    assert collected(make_cycle)
+
+
+def test_runnable_used_before_the_cycle_is_dropped(impl: Impl) -> None:
+    """Running a Lambda/Parallel must not leave references behind that keep the cycle alive."""
+
+    def make_cycle():
+        def step(x):
+            return x + 1
+
+        par = impl.Parallel(a=step, b={"c": step})
+        step.parallel = par
+        assert par.invoke(1) == {"a": 2, "b": {"c": 2}}
+        assert par.batch([1, 2]) == [{"a": 2, "b": {"c": 2}}, {"a": 3, "b": {"c": 3}}]
+        return weakref.ref(step)
+
+    assert collected(make_cycle)
+
+
+def test_results_are_not_kept_alive(impl: Impl) -> None:
+    class Result:
+        pass
+
+    refs = []
+
+    def step(_x):
+        result = Result()
+        refs.append(weakref.ref(result))
+        return result
+
+    par = impl.Parallel(a=step, b=step)
+    par.invoke(None)
+    par.batch([1, 2])
+    gc.collect()
+    assert len(refs) == 6
+    assert all(ref() is None for ref in refs)
+
+
+@pytest.mark.parametrize("kind", ["lambda", "parallel"])
+def test_many_objects_do_not_accumulate(impl: Impl, kind: str) -> None:
+    """Creating and dropping runnables that hold cycles leaves nothing behind."""
+    refs = []
+    for _ in range(50):
+
+        def func(x):
+            return x
+
+        func.runnable = impl.Lambda(func) if kind == "lambda" else impl.Parallel(a=func)
+        refs.append(weakref.ref(func))
+        del func
+    gc.collect()
+    assert sum(ref() is not None for ref in refs) == 0
