@@ -136,26 +136,47 @@ impl RunConfig {
         Self::parse(Some(merged.as_any()))
     }
 
-    /// The dict handed to a function with a `config` parameter or to a foreign runnable: a fresh
-    /// dict with langchain's defaults (`ensure_config`), so that one step's writes reach no other.
+    /// The dict handed to a function with a `config` parameter or to a foreign runnable: a
+    /// fresh dict made like langchain_core's `ensure_config` for a child run, so that one step's
+    /// writes reach no other: defaults; the caller's non-None known keys (containers copied);
+    /// unknown keys moved into `configurable`; `configurable`'s "model" and "checkpoint_ns"
+    /// shown in `metadata`; and no `run_name`/`run_id`, which name the caller's run only.
     pub(crate) fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);
+        let metadata = PyDict::new(py);
+        let configurable = PyDict::new(py);
         dict.set_item("tags", PyList::empty(py))?;
-        dict.set_item("metadata", PyDict::new(py))?;
+        dict.set_item("metadata", &metadata)?;
         dict.set_item("callbacks", py.None())?;
         dict.set_item("recursion_limit", DEFAULT_RECURSION_LIMIT)?;
-        dict.set_item("configurable", PyDict::new(py))?;
-        if let Some(user) = &self.user {
-            for (k, v) in user.bind(py).iter() {
-                // Copy the mutable containers so that a step cannot edit the caller's config.
-                let v = if let Ok(list) = v.cast::<PyList>() {
-                    PyList::new(py, list.iter())?.into_any()
-                } else if let Ok(d) = v.cast::<PyDict>() {
-                    d.copy()?.into_any()
-                } else {
-                    v
-                };
-                dict.set_item(k, v)?;
+        dict.set_item("configurable", &configurable)?;
+        let Some(user) = &self.user else {
+            return Ok(dict);
+        };
+        let user = user.bind(py);
+        for (k, v) in user.iter() {
+            if v.is_none() {
+                continue;
+            }
+            let key: String = k.extract().unwrap_or_default();
+            match key.as_str() {
+                "run_name" | "run_id" => {}
+                "metadata" => metadata.update(v.cast::<PyDict>()?.as_mapping())?,
+                "configurable" => configurable.update(v.cast::<PyDict>()?.as_mapping())?,
+                "tags" | "callbacks" if v.is_instance_of::<PyList>() => {
+                    dict.set_item(k, PyList::new(py, v.cast::<PyList>()?.iter())?)?
+                }
+                "tags" | "callbacks" | "max_concurrency" | "recursion_limit" => {
+                    dict.set_item(k, v)?
+                }
+                _ => configurable.set_item(k, v)?,
+            }
+        }
+        for key in ["model", "checkpoint_ns"] {
+            if let Some(v) = configurable.get_item(key)? {
+                if v.is_instance_of::<pyo3::types::PyString>() && !metadata.contains(key)? {
+                    metadata.set_item(key, v)?;
+                }
             }
         }
         Ok(dict)
@@ -209,4 +230,18 @@ pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .name()
         .map(|n| n.to_string())
         .unwrap_or_else(|_| "object".to_owned())
+}
+
+/// `config` completed as a function with a `config` parameter would receive it (for the
+/// streaming helpers in Python).
+#[pyfunction]
+fn _ensure_config<'py>(
+    py: Python<'py>,
+    config: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    RunConfig::parse(config)?.to_dict(py)
+}
+
+pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_ensure_config, m)?)
 }

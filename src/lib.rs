@@ -12,6 +12,7 @@ mod runnable;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::init_pymodule(m)?;
+    config::init_pymodule(m)?;
     runnable::init_pymodule(m)?;
     exec::init_pymodule(m)?;
     // pyo3 lists every added name, private hooks included; export the public API only.
@@ -29,6 +30,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
             "Pick",
             "Branch",
             "Binding",
+            "Generator",
         ],
     )?;
     Ok(())

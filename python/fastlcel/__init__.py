@@ -12,6 +12,7 @@ from fastlcel._core import (
     Binding,
     Branch,
     FastLcelError,
+    Generator,
     Lambda,
     PanicError,
     Parallel,
@@ -30,6 +31,7 @@ RunnableAssign = Assign
 RunnablePick = Pick
 RunnableBranch = Branch
 RunnableBinding = Binding
+RunnableGenerator = Generator
 
 _interop.install()
 
@@ -39,6 +41,7 @@ __all__ = [
     "Binding",
     "Branch",
     "FastLcelError",
+    "Generator",
     "Lambda",
     "PanicError",
     "Parallel",
@@ -48,6 +51,7 @@ __all__ = [
     "RunnableAssign",
     "RunnableBinding",
     "RunnableBranch",
+    "RunnableGenerator",
     "RunnableLambda",
     "RunnableMap",
     "RunnableParallel",

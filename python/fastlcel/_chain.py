@@ -9,6 +9,7 @@ code whose cost is the awaited step or the produced chunk, not the glue.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import inspect
 import queue
@@ -21,12 +22,14 @@ from fastlcel._core import (
     Assign,
     Binding,
     Branch,
+    Generator,
     Lambda,
     Parallel,
     Passthrough,
     Pick,
     Runnable,
     Sequence,
+    _ensure_config,
 )
 
 
@@ -121,7 +124,7 @@ def _config_kwarg(func: Any, config: dict[str, Any] | None) -> dict[str, Any]:
         takes = "config" in inspect.signature(func).parameters
     except (TypeError, ValueError):
         takes = False
-    return {"config": config if config is not None else {}} if takes else {}
+    return {"config": _ensure_config(config)} if takes else {}
 
 
 async def _asum(chunks: AsyncIterator[Any]) -> Any:
@@ -171,6 +174,12 @@ def transform(
     elif isinstance(runnable, Binding):
         merged = runnable._merge_config(config)
         yield from transform(runnable.bound, chunks, merged, **{**runnable.kwargs, **kwargs})
+    elif isinstance(runnable, Generator):
+        if runnable.func is None:
+            msg = f"{runnable!r} has only an async generator function; use astream() instead"
+            raise TypeError(msg)
+        func = runnable.func
+        yield from func(iter(chunks), **_config_kwarg(func, config), **kwargs)
     elif isinstance(runnable, Lambda):
         yield from _transform_lambda(runnable, chunks, config, kwargs)
     elif isinstance(runnable, Runnable):
@@ -208,12 +217,19 @@ def _transform_passthrough(
 
 
 def _transform_assign(assign: Assign, chunks: Iterable[Any], config: Any) -> Iterator[Any]:
-    final = _sum(chunks)
-    if not isinstance(final, dict):
-        msg = "The input to RunnablePassthrough.assign() must be a dict."
-        raise ValueError(msg)
-    yield AddableDict(final)
-    yield from _transform_parallel(assign.mapper, iter([final]), config)
+    """The input chunks (less the keys the mapper computes) as they come, then the mapper's."""
+    mapper = assign.mapper
+    computed = set(mapper.steps)
+    for_input, for_mapper = _safetee(chunks, 2)
+    mapped = _transform_parallel(mapper, for_mapper, config)
+    for chunk in for_input:
+        if not isinstance(chunk, dict):
+            msg = "The input to RunnablePassthrough.assign() must be a dict."
+            raise ValueError(msg)
+        kept = AddableDict({k: v for k, v in chunk.items() if k not in computed})
+        if kept:
+            yield kept
+    yield from mapped
 
 
 def _choose_branch(branch: Branch, input: Any, config: Any) -> Any:
@@ -231,24 +247,52 @@ def _invoke(step: Any, input: Any, config: Any) -> Any:
 _DONE = object()
 
 
+def _safetee(chunks: Iterable[Any], n: int) -> list[Iterator[Any]]:
+    """``itertools.tee`` that several threads may consume at once."""
+    source = iter(chunks)
+    lock = threading.Lock()
+    buffers: list[collections.deque[Any]] = [collections.deque() for _ in range(n)]
+
+    def copy(buffer: collections.deque[Any]) -> Iterator[Any]:
+        while True:
+            if not buffer:
+                with lock:
+                    if not buffer:
+                        try:
+                            chunk = next(source)
+                        except StopIteration:
+                            return
+                        for other in buffers:
+                            other.append(chunk)
+            yield buffer.popleft()
+
+    return [copy(buffer) for buffer in buffers]
+
+
 def _transform_parallel(parallel: Any, chunks: Iterable[Any], config: Any) -> Iterator[Any]:
-    """One-key dicts, in the order the steps produce chunks; each step streams in a thread."""
-    final = _sum(chunks)
+    """One-key dicts, in the order the steps produce chunks. Each step transforms its own copy
+    of the input stream in a thread (in a copy of the caller's context)."""
     steps = parallel.steps
     out: queue.Queue[tuple[Any, Any]] = queue.Queue()
 
-    def run(key: str, step: Any) -> None:
+    def run(key: str, step: Any, copy: Iterator[Any]) -> None:
         try:
-            for chunk in stream(step, final, config):
+            for chunk in transform(step, copy, config):
                 out.put((key, chunk))
         except BaseException as exc:  # handed to the consumer, which re-raises it
             out.put((_DONE, exc))
             return
         out.put((_DONE, None))
 
+    copies = _safetee(chunks, len(steps))
     threads = [
-        threading.Thread(target=run, args=item, daemon=True, name=f"fastlcel-stream-{item[0]}")
-        for item in steps.items()
+        threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(run, key, step, copy),
+            daemon=True,
+            name=f"fastlcel-stream-{key}",
+        )
+        for (key, step), copy in zip(steps.items(), copies)
     ]
     for thread in threads:
         thread.start()
@@ -275,12 +319,12 @@ async def _aiter(chunks: Any) -> AsyncIterator[Any]:
             yield chunk
 
 
-async def _asingle(value: Any) -> AsyncIterator[Any]:
+async def asingle(value: Any) -> AsyncIterator[Any]:
     yield value
 
 
 def astream(runnable: Any, input: Any, config: Any = None, **kwargs: Any) -> AsyncIterator[Any]:
-    return atransform(runnable, _asingle(input), config, **kwargs)
+    return atransform(runnable, asingle(input), config, **kwargs)
 
 
 async def atransform(
@@ -308,12 +352,7 @@ async def atransform(
             if picked is not None:
                 yield picked
     elif isinstance(runnable, Assign):
-        final = await _asum(chunks)
-        if not isinstance(final, dict):
-            msg = "The input to RunnablePassthrough.assign() must be a dict."
-            raise ValueError(msg)
-        yield AddableDict(final)
-        async for chunk in _atransform_parallel(runnable.mapper, _asingle(final), config):
+        async for chunk in _atransform_assign(runnable, chunks, config):
             yield chunk
     elif isinstance(runnable, Branch):
         final = await _asum(chunks)
@@ -330,6 +369,14 @@ async def atransform(
             runnable.bound, chunks, merged, **{**runnable.kwargs, **kwargs}
         ):
             yield chunk
+    elif isinstance(runnable, Generator):
+        if runnable.afunc is not None:
+            afunc = runnable.afunc
+            async for chunk in afunc(chunks, **_config_kwarg(afunc, config), **kwargs):
+                yield chunk
+        else:
+            async for chunk in _pooled(transform(runnable, [await _asum(chunks)], config)):
+                yield chunk
     elif isinstance(runnable, Lambda):
         async for chunk in _atransform_lambda(runnable, chunks, config, kwargs):
             yield chunk
@@ -342,22 +389,51 @@ async def atransform(
         yield runnable(await _asum(chunks))
 
 
+async def _atransform_assign(assign: Assign, chunks: AsyncIterator[Any], config: Any) -> Any:
+    """The input chunks (less the keys the mapper computes) as they come, then the mapper's."""
+    mapper = assign.mapper
+    computed = set(mapper.steps)
+    for_mapper: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def mapper_input() -> AsyncIterator[Any]:
+        while (chunk := await for_mapper.get()) is not _DONE:
+            yield chunk
+
+    mapped = _atransform_parallel(mapper, mapper_input(), config)
+    async for chunk in chunks:
+        if not isinstance(chunk, dict):
+            msg = "The input to RunnablePassthrough.assign() must be a dict."
+            raise ValueError(msg)
+        for_mapper.put_nowait(chunk)
+        kept = AddableDict({k: v for k, v in chunk.items() if k not in computed})
+        if kept:
+            yield kept
+    for_mapper.put_nowait(_DONE)
+    async for chunk in mapped:
+        yield chunk
+
+
 async def _atransform_lambda(
     lam: Lambda, chunks: AsyncIterator[Any], config: Any, kwargs: dict[str, Any]
 ) -> AsyncIterator[Any]:
     final = await _asum(chunks)
     if lam.afunc is None:
-        # A sync function runs on the pool (a generator function is drained there).
-        drain = Lambda(lambda _: list(_transform_lambda(lam, [final], config, kwargs)))
-        for chunk in await drain.ainvoke(None):
-            yield chunk
-        return
-    output = lam.afunc(final, **_config_kwarg(lam.afunc, config), **kwargs)
-    if inspect.isasyncgen(output):
-        async for chunk in output:
-            yield chunk
-        return
-    output = await output
+        # The sync function runs on the pool (never on the loop); a generator it returns is
+        # iterated there chunk by chunk.
+        func = lam.func
+        call = Lambda(lambda _: [func(final, **_config_kwarg(func, config), **kwargs)])
+        [output] = await call.ainvoke(None)
+        if inspect.isgenerator(output):
+            async for chunk in _pooled(output):
+                yield chunk
+            return
+    else:
+        output = lam.afunc(final, **_config_kwarg(lam.afunc, config), **kwargs)
+        if inspect.isasyncgen(output):
+            async for chunk in output:
+                yield chunk
+            return
+        output = await output
     if _is_runnable(output):
         async for chunk in astream(output, final, _child_config(config, repr(lam), final)):
             yield chunk
@@ -365,39 +441,59 @@ async def _atransform_lambda(
         yield output
 
 
+async def _pooled(chunks: Iterator[Any]) -> AsyncIterator[Any]:
+    """Iterates a sync iterator on fastlcel's pool, one chunk per hop, off the event loop."""
+    step = Lambda(lambda it: next(it, _DONE))
+    while (chunk := await step.ainvoke(chunks)) is not _DONE:
+        yield chunk
+
+
 async def _atransform_parallel(
     parallel: Any, chunks: AsyncIterator[Any], config: Any
 ) -> AsyncIterator[Any]:
-    final = await _asum(chunks)
+    """One-key dicts as the steps produce chunks; each step gets its own copy of the input."""
+    steps = parallel.steps
+    feeds: list[asyncio.Queue[Any]] = [asyncio.Queue() for _ in steps]
     out: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue()
 
-    async def run(key: str, step: Any) -> None:
-        async for chunk in astream(step, final, config):
-            await out.put((key, chunk))
+    async def broadcast() -> None:
+        async for chunk in chunks:
+            for feed in feeds:
+                feed.put_nowait(chunk)
+        for feed in feeds:
+            feed.put_nowait(_DONE)
 
-    tasks = [asyncio.ensure_future(run(key, step)) for key, step in parallel.steps.items()]
-    pending = set(tasks)
+    async def drain(feed: asyncio.Queue[Any]) -> AsyncIterator[Any]:
+        while (chunk := await feed.get()) is not _DONE:
+            yield chunk
+
+    async def run(key: str, step: Any, feed: asyncio.Queue[Any]) -> None:
+        try:
+            async for chunk in atransform(step, drain(feed), config):
+                out.put_nowait((key, chunk))
+        except BaseException as exc:
+            out.put_nowait((_DONE, exc))
+            raise
+        out.put_nowait((_DONE, None))
+
+    tasks = [asyncio.ensure_future(broadcast())]
+    tasks += [asyncio.ensure_future(run(k, s, f)) for (k, s), f in zip(steps.items(), feeds)]
     try:
-        while pending or not out.empty():
-            if out.empty():
-                getter = asyncio.ensure_future(out.get())
-                done, _ = await asyncio.wait(
-                    pending | {getter}, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in done - {getter}:
-                    pending.discard(task)
-                    task.result()  # re-raises a step's failure
-                if getter in done:
-                    key, chunk = getter.result()
-                    yield AddableDict({key: chunk})
-                else:
-                    getter.cancel()
+        running = len(steps)
+        while running:
+            key, chunk = await out.get()
+            if key is _DONE:
+                running -= 1
+                if chunk is not None:
+                    raise chunk
                 continue
-            key, chunk = out.get_nowait()
             yield AddableDict({key: chunk})
+        await tasks[0]  # the input's own failure, if any
     finally:
         for task in tasks:
             task.cancel()
+        # Retrieve what the cancelled tasks raised, so that asyncio does not log it.
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # --- as completed -----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ __all__ = [
     "Pick",
     "Branch",
     "Binding",
+    "Generator",
 ]
 
 def _shutdown() -> None:
@@ -39,6 +40,9 @@ def _shutdown() -> None:
 
 def _after_fork_in_child() -> None:
     """Registered with os.register_at_fork: the child starts an empty thread pool."""
+
+def _ensure_config(config: _Config | None) -> dict[str, Any]:
+    """``config`` completed as a function with a ``config`` parameter receives it."""
 
 def _debug_panic_in_pool() -> None:
     """Test hook: panics on a pool thread; raises PanicError."""
@@ -61,8 +65,9 @@ class Runnable:
     @property
     def name(self) -> str:
         """A Lambda's function name, ``Parallel<a,b>`` for a Parallel."""
-    def get_name(self) -> str:
-        """Same as :attr:`name` (langchain_core spelling)."""
+    def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
+        """langchain_core's ``get_name``: ``name`` (default :attr:`name`) with ``suffix``
+        appended (``NameSuffix`` after a capital, else ``name_suffix``)."""
     def invoke(self, input: Any, config: _Config | None = None) -> Any:
         """Run on ``input`` and return the result.
 
@@ -253,3 +258,21 @@ class Binding(Runnable):
     @property
     def kwargs(self) -> dict[str, Any]: ...
     def _merge_config(self, config: _Config | None) -> dict[str, Any]: ...
+
+@final
+class Generator(Runnable):
+    """A generator function over the stream of input chunks (``RunnableGenerator``):
+    ``transform(chunks)`` yields output chunks, ``atransform`` is its async counterpart;
+    ``invoke`` returns the sum of the chunks. Coercion makes one from a generator function."""
+
+    def __new__(
+        cls,
+        transform: Callable[..., Any],
+        atransform: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+    ) -> Generator: ...
+    @property
+    def func(self) -> Callable[..., Any] | None: ...
+    @property
+    def afunc(self) -> Callable[..., Any] | None: ...

@@ -18,10 +18,36 @@ from typing import Any
 _TARGET = "langchain_core.runnables.base"
 
 
+# langchain_core's own implementations, generic over any runnable: what its composites call on
+# their steps to describe themselves (schemas, config specs, graphs).
+_BORROWED_METHODS = (
+    "get_input_schema",
+    "get_output_schema",
+    "get_input_jsonschema",
+    "get_output_jsonschema",
+    "config_schema",
+    "get_config_jsonschema",
+    "get_graph",
+    "get_prompts",
+)
+_BORROWED_PROPERTIES = ("input_schema", "output_schema", "config_specs")
+
+
 def _register(base: ModuleType) -> None:
     from fastlcel._core import Runnable
 
     base.Runnable.register(Runnable)
+    lc = base.Runnable
+    for name in _BORROWED_METHODS:
+        if not hasattr(Runnable, name):
+            setattr(Runnable, name, lc.__dict__[name])
+    for name in _BORROWED_PROPERTIES:
+        if not hasattr(Runnable, name):
+            setattr(Runnable, name, lc.__dict__[name])
+    # fastlcel runnables are not generic classes: their input and output types are Any.
+    if not hasattr(Runnable, "InputType"):
+        Runnable.InputType = property(lambda self: Any)  # type: ignore[attr-defined]
+        Runnable.OutputType = property(lambda self: Any)  # type: ignore[attr-defined]
 
 
 class _Finder(importlib.abc.MetaPathFinder):

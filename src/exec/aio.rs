@@ -23,6 +23,43 @@ use super::context::{self, Context};
 use super::fanout::FanOut;
 use super::{Awaitable, Collect, Cost, Mode, Work};
 
+thread_local! {
+    /// On a pool thread working for an awaiting caller: the caller's event loop.
+    static CALLER_LOOP: std::cell::RefCell<Option<Py<PyAny>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with `event_loop` known as the caller's loop on this (pool) thread.
+pub(crate) fn with_caller_loop<R>(
+    event_loop: &Py<PyAny>,
+    py: Python<'_>,
+    f: impl FnOnce() -> R,
+) -> R {
+    let previous = CALLER_LOOP.with(|l| l.replace(Some(event_loop.clone_ref(py))));
+    let result = f();
+    CALLER_LOOP.with(|l| *l.borrow_mut() = previous);
+    result
+}
+
+/// Awaits the coroutine `make` returns on the loop of the awaiting caller this pool thread works for, blocking this
+/// thread (not the loop) until it is done; `None` when the thread works for a blocking caller.
+/// This is how a sync step reaches an async-only runnable during `ainvoke` (a router returning
+/// an async runnable, say).
+pub(crate) fn await_on_caller_loop<'py>(
+    py: Python<'py>,
+    make: impl FnOnce() -> PyResult<Bound<'py, PyAny>>,
+) -> Option<PyResult<Py<PyAny>>> {
+    let event_loop = CALLER_LOOP.with(|l| l.borrow().as_ref().map(|l| l.clone_ref(py)))?;
+    static RUN_THREADSAFE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let run = || -> PyResult<Py<PyAny>> {
+        let future = RUN_THREADSAFE
+            .import(py, "asyncio", "run_coroutine_threadsafe")?
+            .call1((make()?, event_loop))?;
+        // concurrent.futures.Future.result() waits with the GIL released.
+        Ok(future.call_method0(intern!(py, "result"))?.unbind())
+    };
+    Some(run())
+}
+
 /// Everything needed to start a gather; kept by an unstarted [`LazyCoroutine`].
 pub(crate) struct GatherSpec {
     pub(crate) work: Arc<dyn Work>,

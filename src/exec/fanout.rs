@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyException, PyRuntimeError};
 use pyo3::prelude::*;
 
+use super::aio;
 use super::context::Context;
 use super::pool::{self, Busy, InFlight};
 use super::wait::{self, Signal};
@@ -195,13 +196,19 @@ impl FanOut {
             return;
         };
         Python::attach(|py| {
-            while let Some(i) = self.claim() {
-                self.wake_helper();
-                let _busy = Busy::enter();
-                self.run_item(py, i);
-                if pool::shutting_down() {
-                    break;
+            let work = || {
+                while let Some(i) = self.claim() {
+                    self.wake_helper();
+                    let _busy = Busy::enter();
+                    self.run_item(py, i);
+                    if pool::shutting_down() {
+                        break;
+                    }
                 }
+            };
+            match &self.notify {
+                Notify::Loop { event_loop, .. } => aio::with_caller_loop(event_loop, py, work),
+                Notify::Waiter(_) => work(),
             }
             drop(self);
         });

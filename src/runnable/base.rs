@@ -83,13 +83,31 @@ impl Runnable {
 impl Runnable {
     /// The runnable's name: a Lambda's function name, `Parallel<a,b>` for a Parallel.
     #[getter(name)]
-    fn name_getter(&self, py: Python<'_>) -> PyResult<String> {
-        self.py_get_name(py)
+    fn name_getter(&self, py: Python<'_>) -> String {
+        self.node.name(py)
     }
 
-    #[pyo3(name = "get_name")]
-    fn py_get_name(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(self.node.name(py))
+    /// langchain_core's `get_name`: `name` (default: this runnable's) with `suffix` appended,
+    /// as `NameSuffix` after a capital, else `name_suffix`.
+    #[pyo3(name = "get_name", signature = (suffix=None, *, name=None))]
+    fn py_get_name(&self, py: Python<'_>, suffix: Option<&str>, name: Option<String>) -> String {
+        let name = name.unwrap_or_else(|| self.node.name(py));
+        match suffix {
+            None => name,
+            Some(suffix) if name.starts_with(char::is_uppercase) => {
+                let mut chars = suffix.chars();
+                let title: String = chars
+                    .next()
+                    .map(|c| {
+                        c.to_uppercase()
+                            .chain(chars.flat_map(char::to_lowercase))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                format!("{name}{title}")
+            }
+            Some(suffix) => format!("{name}_{}", suffix.to_lowercase()),
+        }
     }
 
     #[pyo3(signature = (input, config=None))]
@@ -216,9 +234,13 @@ impl Runnable {
         if let Some(kwargs) = kwargs {
             added.update(kwargs.as_mapping())?;
         }
-        let added = RunConfig::parse(Some(added.as_any()))?;
+        RunConfig::parse(Some(added.as_any()))?; // validates
+                                                 // As langchain_core's RunnableBinding: `{**own, **added}`; it is each call's config that
+                                                 // is merged (tags united...), not the binding's own.
         rebind(slf, |config, kwargs| {
-            Ok((added.merged_under(&config)?.user_dict(py), kwargs))
+            let merged = config.copy()?;
+            merged.update(added.as_mapping())?;
+            Ok((merged, kwargs))
         })
     }
 

@@ -7,13 +7,13 @@ use pyo3::exceptions::{PyRecursionError, PyTypeError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyDict, PyList, PyString};
 use pyo3::{intern, PyClassInitializer, PyTraverseError};
 
 use super::base::{Node, Runnable};
 use super::{chain_helper, describe, returned_runnable};
 use crate::config::RunConfig;
-use crate::exec::{Awaitable, Mode};
+use crate::exec::{aio, Awaitable, Mode};
 
 /// A Python function and what was learnt about it once, at construction.
 pub(crate) struct Func {
@@ -90,10 +90,22 @@ impl Func {
     }
 }
 
+/// How a Lambda's function is called.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LambdaKind {
+    /// On the input (`RunnableLambda`).
+    Function,
+    /// On the input, inline even on the event loop (`operator.itemgetter`).
+    Inline,
+    /// On an iterator of input chunks, yielding output chunks (`RunnableGenerator`).
+    Generator,
+}
+
 pub(crate) struct LambdaNode {
     func: Option<Func>,
     afunc: Option<Func>,
     name: Py<PyString>,
+    kind: LambdaKind,
 }
 
 impl LambdaNode {
@@ -107,13 +119,25 @@ impl LambdaNode {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let Some(func) = &self.func else {
+            // Reached from a sync step of an awaiting caller: await it on the caller's loop.
+            let make = || match self.awaitable(py, input, config)? {
+                Awaitable::Other(coro) | Awaitable::Future(coro) => Ok(coro),
+            };
+            if let Some(result) = aio::await_on_caller_loop(py, make) {
+                return result;
+            }
             return Err(PyTypeError::new_err(format!(
                 "Lambda({}) has only an async function; it cannot be invoked synchronously. \
                  Use `await runnable.ainvoke(...)` (or abatch) instead",
                 self.name.bind(py)
             )));
         };
-        let output = func.call_with(py, input, config, kwargs)?;
+        let output = if self.kind == LambdaKind::Generator {
+            let chunks = PyList::new(py, [input])?.try_iter()?;
+            func.call_with(py, chunks.as_any(), config, kwargs)?
+        } else {
+            func.call_with(py, input, config, kwargs)?
+        };
         let Some(step) = returned_runnable(&output)? else {
             return Ok(output.unbind());
         };
@@ -132,6 +156,7 @@ impl LambdaNode {
         func: &Bound<'_, PyAny>,
         afunc: Option<&Bound<'_, PyAny>>,
         name: Option<Bound<'_, PyString>>,
+        kind: LambdaKind,
     ) -> PyResult<Self> {
         let py = func.py();
         if !func.is_callable() {
@@ -171,6 +196,7 @@ impl LambdaNode {
             func: func.map(Func::new).transpose()?,
             afunc: afunc.as_ref().map(Func::new).transpose()?,
             name: name.unbind(),
+            kind,
         })
     }
 }
@@ -197,7 +223,12 @@ impl Node for LambdaNode {
             .afunc
             .as_ref()
             .expect("Mode::Await Lambdas have an afunc");
-        let coro = afunc.call(py, input, config)?;
+        let coro = if self.kind == LambdaKind::Generator {
+            let chunks = chain_helper(py, "asingle")?.call1((input,))?;
+            afunc.call(py, &chunks, config)?
+        } else {
+            afunc.call(py, input, config)?
+        };
         // The function may return a runnable to run in its place: awaited by the helper.
         let helper = chain_helper(py, "lambda_result")?;
         let args = (coro, input, config.user_or_none(py), self.name.bind(py));
@@ -205,7 +236,9 @@ impl Node for LambdaNode {
     }
 
     fn mode(&self) -> Mode {
-        if self.afunc.is_some() {
+        if self.kind == LambdaKind::Inline {
+            Mode::Inline
+        } else if self.afunc.is_some() {
             Mode::Await
         } else {
             Mode::Pool
@@ -224,7 +257,12 @@ impl Node for LambdaNode {
     }
 
     fn repr(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!("Lambda({})", self.name.bind(py)))
+        let class = if self.kind == LambdaKind::Generator {
+            "Generator"
+        } else {
+            "Lambda"
+        };
+        Ok(format!("{class}({})", self.name.bind(py)))
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -238,10 +276,15 @@ pub(crate) struct Lambda;
 
 impl Lambda {
     /// A plain callable met where a runnable was expected.
-    pub(crate) fn wrap(func: &Bound<'_, PyAny>) -> PyResult<Py<Runnable>> {
-        let node = LambdaNode::new(func, None, None)?;
-        let obj = Bound::new(func.py(), Runnable::init(node).add_subclass(Lambda))?;
-        Ok(obj.into_super().unbind())
+    pub(crate) fn wrap(func: &Bound<'_, PyAny>, kind: LambdaKind) -> PyResult<Py<Runnable>> {
+        let py = func.py();
+        let node = LambdaNode::new(func, None, None, kind)?;
+        let obj = if kind == LambdaKind::Generator {
+            Bound::new(py, Runnable::init(node).add_subclass(Generator))?.into_super()
+        } else {
+            Bound::new(py, Runnable::init(node).add_subclass(Lambda))?.into_super()
+        };
+        Ok(obj.unbind())
     }
 
     fn node<'a>(slf: &'a Bound<'_, Self>) -> &'a LambdaNode {
@@ -258,7 +301,7 @@ impl Lambda {
         afunc: Option<&Bound<'_, PyAny>>,
         name: Option<Bound<'_, PyString>>,
     ) -> PyResult<PyClassInitializer<Self>> {
-        let node = LambdaNode::new(func, afunc, name)?;
+        let node = LambdaNode::new(func, afunc, name, LambdaKind::Function)?;
         Ok(Runnable::init(node).add_subclass(Lambda))
     }
 
@@ -273,6 +316,46 @@ impl Lambda {
         let py = slf.py();
         Self::node(slf).afunc.as_ref().map(|f| f.func.clone_ref(py))
     }
+}
+
+/// A generator function over the stream of input chunks, like langchain_core's
+/// `RunnableGenerator`: `transform(chunks)` yields output chunks (`atransform` for the async
+/// path); `invoke` returns the sum of the chunks. Coercion makes one from a generator function.
+#[pyclass(frozen, extends = Runnable, module = "fastlcel", name = "Generator")]
+pub(crate) struct Generator;
+
+#[pymethods]
+impl Generator {
+    #[new]
+    #[pyo3(signature = (transform, atransform=None, *, name=None))]
+    fn py_new(
+        transform: &Bound<'_, PyAny>,
+        atransform: Option<&Bound<'_, PyAny>>,
+        name: Option<Bound<'_, PyString>>,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        let node = LambdaNode::new(transform, atransform, name, LambdaKind::Generator)?;
+        Ok(Runnable::init(node).add_subclass(Generator))
+    }
+
+    /// The sync generator function (``None`` if there is only an async one).
+    #[getter]
+    fn func(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
+        let node: &LambdaNode = slf.as_super().get().node_as();
+        node.func.as_ref().map(|f| f.func.clone_ref(slf.py()))
+    }
+
+    /// The async generator function, if any.
+    #[getter]
+    fn afunc(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
+        let node: &LambdaNode = slf.as_super().get().node_as();
+        node.afunc.as_ref().map(|f| f.func.clone_ref(slf.py()))
+    }
+}
+
+/// A generator function or an async generator function.
+pub(crate) fn is_generator_function(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = obj.py();
+    Ok(inspect(py, "isgeneratorfunction", obj)? || inspect(py, "isasyncgenfunction", obj)?)
 }
 
 /// `inspect.<predicate>(obj)`.

@@ -10,7 +10,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyT
 use pyo3::{intern, PyTraverseError};
 
 use crate::config::{type_name, BatchConfig, RunConfig};
-use crate::exec::{Awaitable, Cost, Mode, Work};
+use crate::exec::{aio, Awaitable, Cost, Mode, Work};
 
 mod base;
 mod binding;
@@ -23,7 +23,7 @@ mod sequence;
 pub(crate) use base::Runnable;
 use binding::Binding;
 use branch::Branch;
-use lambda::{Lambda, LambdaNode};
+use lambda::{is_generator_function, Generator, Lambda, LambdaKind, LambdaNode};
 use parallel::Parallel;
 use passthrough::{Assign, Passthrough, Pick};
 use sequence::Sequence;
@@ -32,8 +32,6 @@ use sequence::Sequence;
 pub(crate) enum Step {
     /// A fastlcel runnable.
     Native(Py<Runnable>),
-    /// A cheap plain callable (`operator.itemgetter`): called inline, even on the event loop.
-    Call(Py<PyAny>),
     /// Any other object with `invoke` and/or `ainvoke` (a langchain_core Runnable, say).
     Foreign {
         obj: Py<PyAny>,
@@ -56,7 +54,8 @@ impl Step {
         }
         static ITEMGETTER: PyOnceLock<Py<PyType>> = PyOnceLock::new();
         if obj.is_exact_instance(ITEMGETTER.import(py, "operator", "itemgetter")?) {
-            return Ok(Step::Call(obj.clone().unbind()));
+            // Too cheap to hand off: it runs inline, even on the event loop.
+            return Ok(Step::Native(Lambda::wrap(obj, LambdaKind::Inline)?));
         }
         let has_invoke = obj.hasattr(intern!(py, "invoke"))?;
         let has_ainvoke = obj.hasattr(intern!(py, "ainvoke"))?;
@@ -69,7 +68,14 @@ impl Step {
             });
         }
         if obj.is_callable() {
-            return Ok(Step::Native(Lambda::wrap(obj)?));
+            // langchain_core's coercion: a generator function becomes a RunnableGenerator, which
+            // is handed the stream of input chunks; any other callable, a RunnableLambda.
+            let kind = if is_generator_function(obj)? {
+                LambdaKind::Generator
+            } else {
+                LambdaKind::Function
+            };
+            return Ok(Step::Native(Lambda::wrap(obj, kind)?));
         }
         Err(PyTypeError::new_err(format!(
             "{owner} is {}; expected a callable, a dict or a runnable",
@@ -101,7 +107,6 @@ impl Step {
                 (Some(kwargs), Some(lambda)) => lambda.call(py, input, config, Some(kwargs)),
                 _ => r.get().node.invoke(py, input, config),
             },
-            Step::Call(f) => Ok(f.bind(py).call1((input,))?.unbind()),
             Step::Foreign {
                 obj,
                 has_invoke: true,
@@ -110,17 +115,25 @@ impl Step {
                 .bind(py)
                 .call_method(intern!(py, "invoke"), (input, config.to_dict(py)?), kwargs)?
                 .unbind()),
-            Step::Foreign { obj, .. } => Err(PyTypeError::new_err(format!(
-                "{} has only `ainvoke`; it cannot run synchronously. Use `await ...ainvoke(...)`",
-                describe(obj.bind(py))
-            ))),
+            Step::Foreign { obj, .. } => {
+                let make = || {
+                    obj.bind(py)
+                        .call_method1(intern!(py, "ainvoke"), (input, config.to_dict(py)?))
+                };
+                if let Some(result) = aio::await_on_caller_loop(py, make) {
+                    return result;
+                }
+                Err(PyTypeError::new_err(format!(
+                    "{} has only `ainvoke`; it cannot run synchronously. Use `await ...ainvoke(...)`",
+                    describe(obj.bind(py))
+                )))
+            }
         }
     }
 
     pub(crate) fn mode(&self) -> Mode {
         match self {
             Step::Native(r) => r.get().node.mode(),
-            Step::Call(_) => Mode::Inline,
             Step::Foreign { has_ainvoke, .. } => {
                 if *has_ainvoke {
                     Mode::Await
@@ -144,7 +157,6 @@ impl Step {
                 obj.bind(py)
                     .call_method1(intern!(py, "ainvoke"), (input, config.to_dict(py)?))?,
             ),
-            Step::Call(_) => unreachable!("inline steps are never awaited"),
         })
     }
 
@@ -152,7 +164,6 @@ impl Step {
     pub(crate) fn cost(&self) -> Option<&Cost> {
         match self {
             Step::Native(r) => Some(r.get().cost()),
-            Step::Call(_) => None,
             Step::Foreign { cost, .. } => Some(cost),
         }
     }
@@ -160,7 +171,6 @@ impl Step {
     pub(crate) fn clone_ref(&self, py: Python<'_>) -> Self {
         match self {
             Step::Native(r) => Step::Native(r.clone_ref(py)),
-            Step::Call(obj) => Step::Call(obj.clone_ref(py)),
             Step::Foreign {
                 obj,
                 has_invoke,
@@ -178,7 +188,7 @@ impl Step {
     pub(crate) fn name(&self, py: Python<'_>) -> String {
         match self {
             Step::Native(r) => r.get().node.name(py),
-            Step::Call(obj) | Step::Foreign { obj, .. } => obj
+            Step::Foreign { obj, .. } => obj
                 .bind(py)
                 .call_method0("get_name")
                 .and_then(|n| n.extract())
@@ -190,14 +200,14 @@ impl Step {
     pub(crate) fn object(&self, py: Python<'_>) -> Py<PyAny> {
         match self {
             Step::Native(r) => r.clone_ref(py).into_any(),
-            Step::Call(obj) | Step::Foreign { obj, .. } => obj.clone_ref(py),
+            Step::Foreign { obj, .. } => obj.clone_ref(py),
         }
     }
 
     pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         match self {
             Step::Native(r) => visit.call(r),
-            Step::Call(obj) | Step::Foreign { obj, .. } => visit.call(obj),
+            Step::Foreign { obj, .. } => visit.call(obj),
         }
     }
 }
@@ -350,5 +360,6 @@ pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Pick>()?;
     m.add_class::<Branch>()?;
     m.add_class::<Binding>()?;
+    m.add_class::<Generator>()?;
     Ok(())
 }
