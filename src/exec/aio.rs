@@ -231,11 +231,15 @@ impl Gather {
             .into_iter()
             .map(|v| v.ok_or_else(|| PyRuntimeError::new_err("fastlcel: gather result missing")))
             .collect::<PyResult<Vec<_>>>()?;
-        let result = this.spec.collect.build(py, values)?;
         let outer = this.outer.bind(py);
-        if !outer.call_method0(intern!(py, "done"))?.is_truthy()? {
-            outer.call_method1(intern!(py, "set_result"), (result,))?;
+        if outer.call_method0(intern!(py, "done"))?.is_truthy()? {
+            return Ok(());
         }
+        // Building may run user code (a Parallel's merge function): its error is the result.
+        match this.spec.collect.build(py, values) {
+            Ok(result) => outer.call_method1(intern!(py, "set_result"), (result,))?,
+            Err(err) => outer.call_method1(intern!(py, "set_exception"), (err.into_value(py),))?,
+        };
         Ok(())
     }
 
