@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod config;
 mod errors;
 mod exec;
+mod limit;
 mod runnable;
 
 #[pymodule]
@@ -14,15 +15,20 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::init_pymodule(m)?;
     runnable::init_pymodule(m)?;
     exec::init_pymodule(m)?;
+    limit::init_pymodule(m)?;
     // pyo3 lists every added name, private hooks included; export the public API only.
     m.setattr(
         "__all__",
         [
             "FastLcelError",
             "PanicError",
+            "StepTimeoutError",
             "Runnable",
             "Lambda",
             "Parallel",
+            "Cached",
+            "RateLimiter",
+            "ConcurrencyLimit",
         ],
     )?;
     Ok(())

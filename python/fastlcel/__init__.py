@@ -4,19 +4,33 @@ Swap ``from langchain_core.runnables import RunnableParallel, RunnableLambda`` f
 ``from fastlcel import RunnableParallel, RunnableLambda``.
 """
 
-from fastlcel._core import FastLcelError, Lambda, PanicError, Parallel, Runnable
+from fastlcel._core import (
+    Cached,
+    ConcurrencyLimit,
+    FastLcelError,
+    Lambda,
+    PanicError,
+    Parallel,
+    RateLimiter,
+    Runnable,
+    StepTimeoutError,
+)
 
 RunnableParallel = Parallel
 RunnableMap = Parallel
 RunnableLambda = Lambda
 
 __all__ = [
+    "Cached",
+    "ConcurrencyLimit",
     "FastLcelError",
     "Lambda",
     "PanicError",
     "Parallel",
+    "RateLimiter",
     "RunnableLambda",
     "RunnableMap",
     "Runnable",
     "RunnableParallel",
+    "StepTimeoutError",
 ]
