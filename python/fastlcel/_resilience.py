@@ -69,6 +69,8 @@ async def fallbacks(
         try:
             return await attempt(step_input)
         except handled as exc:
+            if not isinstance(exc, Exception):
+                raise  # cancellation is never handled
             if first_error is None:
                 first_error = exc
             last_error = exc

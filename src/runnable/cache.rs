@@ -476,10 +476,12 @@ pub(crate) fn with_cache(
         .map(|t| parse_timeout(t, "with_cache ttl").map(Duration::from_secs_f64))
         .transpose()?;
     let key = match key.filter(|k| !k.is_none()) {
-        Some(k) if !k.is_callable() => return Err(PyTypeError::new_err(format!(
+        Some(k) if !k.is_callable() => {
+            return Err(PyTypeError::new_err(format!(
             "with_cache key must be a function of the input that returns a hashable key; got {}",
             type_name(k)
-        ))),
+        )))
+        }
         k => k.map(|k| k.clone().unbind()),
     };
     let node = CachedNode {

@@ -2,7 +2,8 @@
 //! `RunnableWithFallbacks`. If all fail, the first error is raised.
 //!
 //! With `exception_key`, each fallback gets a copy of the input dict with the last error under
-//! that key; langchain_core writes the key into the caller's dict instead.
+//! that key; langchain_core writes the key into the caller's dict instead. BaseExceptions that
+//! are not Exceptions (KeyboardInterrupt, CancelledError) are never handled.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -92,7 +93,10 @@ impl Node for FallbacksNode {
             };
             match result {
                 Ok(value) => return Ok(value),
-                Err(err) if err.is_instance(py, handled) => {
+                // Ctrl-C and cancellation abort the call even if `handled` covers them.
+                Err(err)
+                    if err.is_instance_of::<PyException>(py) && err.is_instance(py, handled) =>
+                {
                     last_error = Some(err.value(py).clone().into_any());
                     first_error.get_or_insert(err);
                 }
