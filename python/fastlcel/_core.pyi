@@ -172,7 +172,8 @@ class Runnable:
 
         With ``exception_key``, the input must be a dict: each fallback gets a *copy* of it with
         the previous error under that key (langchain_core writes into the caller's dict). In a
-        batch, each input behaves as in ``invoke``.
+        batch, each input behaves as in ``invoke``. A BaseException that is not an Exception
+        (Ctrl-C, cancellation) is never handled.
         """
     def with_timeout(self, seconds: float) -> Runnable:
         """A runnable that raises :class:`StepTimeoutError` if this one runs past ``seconds``.
