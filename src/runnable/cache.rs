@@ -144,9 +144,9 @@ impl Store {
                 }
                 match hit {
                     Some(value) => {
-                        if self.maxsize.is_some() {
-                            // Most recently used last.
-                            map.del_item(key)?;
+                        // Most recently used last. A key removed meanwhile (by another thread,
+                        // while a Python `__eq__` ran) stays removed.
+                        if self.maxsize.is_some() && map.del_item(key).is_ok() {
                             map.set_item(key, &slot)?;
                         }
                         self.hits.fetch_add(1, Ordering::Relaxed);
@@ -189,14 +189,14 @@ impl Store {
         Ok(())
     }
 
-    /// Removes `key` if it still maps to `slot`.
+    /// Removes `key` if it still maps to `slot` (if another thread removed it meanwhile, fine).
     fn remove(
         map: &Bound<'_, PyDict>,
         key: &Bound<'_, PyAny>,
         slot: &Bound<'_, Slot>,
     ) -> PyResult<()> {
         if map.get_item(key)?.is_some_and(|s| s.is(slot)) {
-            map.del_item(key)?;
+            let _ = map.del_item(key);
         }
         Ok(())
     }
