@@ -1,6 +1,7 @@
 //! `RunConfig`: the Python config dict (langchain's RunnableConfig) parsed once per call.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -60,9 +61,9 @@ pub(crate) fn parse_timeout(value: &Bound<'_, PyAny>, what: &str) -> PyResult<f6
             type_name(value)
         ))
     })?;
-    if !(seconds.is_finite() && seconds > 0.0) {
+    if !(seconds > 0.0 && Duration::try_from_secs_f64(seconds).is_ok()) {
         return Err(PyValueError::new_err(format!(
-            "{what} must be a positive number of seconds; got {seconds}"
+            "{what} must be a positive number of seconds; got {seconds:?}"
         )));
     }
     Ok(seconds)

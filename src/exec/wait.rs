@@ -84,5 +84,10 @@ pub(crate) fn wait_until(
 
 /// Sleeps for `duration` with the GIL released, noticing Ctrl-C.
 pub(crate) fn sleep(py: Python<'_>, duration: Duration) -> PyResult<()> {
-    wait_until(py, &Signal::default(), Some(Instant::now() + duration)).map(drop)
+    wait_until(py, &Signal::default(), deadline_after(duration)).map(drop)
+}
+
+/// The instant `duration` from now; `None` if it is too far away to represent (never).
+pub(crate) fn deadline_after(duration: Duration) -> Option<Instant> {
+    Instant::now().checked_add(duration)
 }

@@ -10,9 +10,9 @@ use parking_lot::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::{intern, PyTraverseError};
 
+use crate::exec::aio;
 use crate::exec::wait::{self, Signal};
 
 enum Waiter {
@@ -187,11 +187,7 @@ impl ConcurrencyLimit {
         if self.semaphore.try_acquire() {
             return Ok(None);
         }
-        static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        let event_loop = GET_RUNNING_LOOP
-            .import(py, "asyncio", "get_running_loop")?
-            .call0()?;
-        let future = event_loop.call_method0(intern!(py, "create_future"))?;
+        let (event_loop, future) = aio::loop_future(py)?;
         let mut st = self.semaphore.state.lock();
         if st.available > 0 {
             st.available -= 1;

@@ -31,7 +31,8 @@ impl RateLimiter {
         let now = Instant::now();
         let mut tat = self.tat.lock();
         let slot = tat.map_or(now, |t| t.max(now));
-        *tat = Some(slot + self.interval);
+        // A queue centuries long cannot be represented: such a limiter never lets a call start.
+        *tat = Some(slot.checked_add(self.interval).unwrap_or(slot));
         slot.checked_sub(self.tolerance)
             .map_or(Duration::ZERO, |start| start.saturating_duration_since(now))
     }
@@ -51,26 +52,31 @@ impl RateLimiter {
     #[new]
     #[pyo3(signature = (requests_per_second, burst=1))]
     fn py_new(requests_per_second: f64, burst: i64) -> PyResult<Self> {
-        if !(requests_per_second.is_finite() && requests_per_second > 0.0) {
-            return Err(PyValueError::new_err(format!(
-                "RateLimiter requests_per_second must be a positive number; got \
-                 {requests_per_second}"
-            )));
-        }
+        let interval = Some(requests_per_second)
+            .filter(|&rps| rps.is_finite() && rps > 0.0)
+            .and_then(|rps| Duration::try_from_secs_f64(1.0 / rps).ok())
+            .ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "RateLimiter requests_per_second must be a positive number; got \
+                     {requests_per_second:?}"
+                ))
+            })?;
         let burst = u32::try_from(burst)
             .ok()
             .filter(|&b| b >= 1)
             .ok_or_else(|| {
                 PyValueError::new_err(format!(
-                "RateLimiter burst must be a positive int (requests allowed at once); got {burst}"
-            ))
+                    "RateLimiter burst must be a positive int (calls allowed at once); got {burst}"
+                ))
             })?;
-        let interval = Duration::from_secs_f64(1.0 / requests_per_second);
+        let tolerance = interval
+            .checked_mul(burst - 1)
+            .ok_or_else(|| PyValueError::new_err("RateLimiter burst is too large for this rate"))?;
         Ok(Self {
             requests_per_second,
             burst,
             interval,
-            tolerance: interval * (burst - 1),
+            tolerance,
             tat: Mutex::new(None),
         })
     }
@@ -100,7 +106,7 @@ impl RateLimiter {
 
     fn __repr__(&self) -> String {
         format!(
-            "RateLimiter(requests_per_second={}, burst={})",
+            "RateLimiter(requests_per_second={:?}, burst={})",
             self.requests_per_second, self.burst
         )
     }

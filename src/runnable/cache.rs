@@ -15,13 +15,13 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::{intern, PyTraverseError};
 
 use super::base::{Node, Runnable};
 use super::{describe, resilience, Step};
 use crate::config::{parse_timeout, type_name, RunConfig};
+use crate::exec::aio;
 use crate::exec::wait::{self, Signal};
 use crate::exec::{Awaitable, Mode};
 
@@ -213,7 +213,7 @@ impl Store {
         let new_state = match outcome {
             Ok(value) => SlotState::Ready {
                 value: value.clone().unbind(),
-                expires: self.ttl.map(|ttl| Instant::now() + ttl),
+                expires: self.ttl.and_then(wait::deadline_after),
             },
             Err(exc) if exc.is_instance_of::<PyException>() => {
                 SlotState::Failed(exc.clone().unbind())
@@ -380,11 +380,7 @@ impl CacheCall {
             Lookup::Hit(value) => PyTuple::new(py, [value.into_bound(py), none.clone(), none]),
             Lookup::Lead(slot) => PyTuple::new(py, [none.clone(), none, slot.into_any()]),
             Lookup::Wait(slot) => {
-                static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-                let event_loop = GET_RUNNING_LOOP
-                    .import(py, "asyncio", "get_running_loop")?
-                    .call0()?;
-                let future = event_loop.call_method0(intern!(py, "create_future"))?;
+                let (event_loop, future) = aio::loop_future(py)?;
                 let pending = {
                     let mut state = slot.get().state.lock();
                     match &mut *state {

@@ -89,7 +89,8 @@ impl Backoff {
             .powi(i32::try_from(failed_attempt - 1).unwrap_or(i32::MAX));
         let seconds = (self.initial * exp + jitter).min(self.max);
         // An overflow (inf) is capped by `max`; NaN (0 * inf) waits `max`, like tenacity.
-        Duration::from_secs_f64(if seconds.is_nan() { self.max } else { seconds })
+        let seconds = if seconds.is_nan() { self.max } else { seconds };
+        Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
@@ -17,7 +17,7 @@ use super::{resilience, Calls, Step};
 use crate::config::{parse_timeout, RunConfig};
 use crate::errors::step_timeout_error;
 use crate::exec::fanout::FanOut;
-use crate::exec::{Awaitable, Mode};
+use crate::exec::{wait, Awaitable, Mode};
 
 pub(crate) struct TimeoutNode {
     inner: Arc<Step>,
@@ -49,9 +49,10 @@ impl Node for TimeoutNode {
         let Some(seconds) = self.seconds(config) else {
             return self.inner.invoke(py, input, config);
         };
-        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+        // `parse_timeout` checked that the seconds make a Duration.
+        let deadline = wait::deadline_after(Duration::from_secs_f64(seconds));
         let work = Arc::new(Calls::one(&self.inner, input, config));
-        match FanOut::run_until(py, work, None, false, Some(deadline))? {
+        match FanOut::run_until(py, work, None, false, deadline)? {
             Some(values) => Ok(values
                 .into_iter()
                 .next()
