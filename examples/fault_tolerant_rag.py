@@ -129,9 +129,9 @@ def main() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Retrievers)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    host, port = server.server_address[:2]
+    host, port = "127.0.0.1", server.server_address[1]
     print(f"retrievers listening on http://{host}:{port}")
-    retrieve = build(str(host), int(port))
+    retrieve = build(host, port)
     print(f"pipeline: {retrieve!r}")
 
     started = time.perf_counter()
