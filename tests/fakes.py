@@ -131,6 +131,44 @@ class Ticker:
             pass
 
 
+def progress_of_another_thread(call: Callable[[], Any]) -> int:
+    """Runs ``call`` while another Python thread counts; returns its count (a blocking call that
+    holds the GIL leaves it near 0)."""
+    progress = 0
+    stop = threading.Event()
+
+    def spin() -> None:
+        nonlocal progress
+        while not stop.is_set():
+            progress += 1
+
+    thread = threading.Thread(target=spin)
+    thread.start()
+    try:
+        call()
+    finally:
+        stop.set()
+        thread.join()
+    return progress
+
+
+def cancel_while_running(coro: Any, after: float) -> None:
+    """Runs ``coro`` as a task, cancels it after ``after`` seconds and checks that it ends
+    cancelled."""
+
+    async def main() -> None:
+        task = asyncio.ensure_future(coro)
+        await asyncio.sleep(after)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return
+        raise AssertionError("the task was not cancelled")
+
+    asyncio.run(main())
+
+
 def outcome(call: Callable[[], Any]) -> tuple[str, Any]:
     """("ok", value) or (exception type name, str(exception)): comparable across libraries."""
     try:

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from fakes import AsyncFlaky, Flaky, aoutcome, outcome
+from fakes import AsyncFlaky, Flaky, aoutcome, cancel_while_running, outcome
 from fastlcel import Lambda, Parallel
 from langchain_core.runnables import RunnableLambda
 
@@ -132,15 +132,7 @@ class TestAsync:
             await asyncio.sleep(10)
 
         r = Lambda(slow).with_fallbacks([Lambda(fallback)], exceptions_to_handle=(BaseException,))
-
-        async def main() -> None:
-            task = asyncio.ensure_future(r.ainvoke(1))
-            await asyncio.sleep(0.02)
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-
-        asyncio.run(main())
+        cancel_while_running(r.ainvoke(1), 0.02)
         assert fallback.total == 0
 
 

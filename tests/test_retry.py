@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from typing import Any
 
 import pytest
-from fakes import AsyncFlaky, Flaky, Ticker, aoutcome, outcome
+from fakes import (
+    AsyncFlaky,
+    Flaky,
+    Ticker,
+    aoutcome,
+    cancel_while_running,
+    outcome,
+    progress_of_another_thread,
+)
 from fastlcel import Lambda, Parallel
 from langchain_core.runnables import RunnableLambda
 
@@ -101,23 +108,12 @@ class TestInvoke:
     def test_waiting_releases_the_gil(self) -> None:
         step = Flaky(None)
         params = {"initial": 0.1, "max": 1, "exp_base": 1, "jitter": 0}
-        progress = 0
-        stop = threading.Event()
 
-        def spin() -> None:
-            nonlocal progress
-            while not stop.is_set():
-                progress += 1
-
-        thread = threading.Thread(target=spin)
-        thread.start()
-        try:
+        def call() -> None:
             with pytest.raises(ValueError):
                 retried(step, exponential_jitter_params=params).invoke(1)
-        finally:
-            stop.set()
-            thread.join()
-        assert progress > 1000
+
+        assert progress_of_another_thread(call) > 1000
 
 
 class TestAsync:
@@ -154,15 +150,7 @@ class TestAsync:
     def test_cancelling_stops_retrying(self) -> None:
         step = AsyncFlaky(None)
         params = {"initial": 10, "max": 10, "exp_base": 1, "jitter": 0}
-
-        async def main() -> None:
-            task = asyncio.ensure_future(retried(step, exponential_jitter_params=params).ainvoke(1))
-            await asyncio.sleep(0.05)
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-
-        asyncio.run(main())
+        cancel_while_running(retried(step, exponential_jitter_params=params).ainvoke(1), 0.05)
         assert step.total == 1
 
 

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from fakes import AsyncFlaky, Flaky, Ticker
+from fakes import AsyncFlaky, Flaky, Ticker, cancel_while_running, progress_of_another_thread
 from fastlcel import FastLcelError, Lambda, Parallel, StepTimeoutError
 
 
@@ -81,23 +81,11 @@ class TestSync:
         assert info.value is step.raised[0]
 
     def test_waiting_releases_the_gil(self) -> None:
-        progress = 0
-        stop = threading.Event()
-
-        def spin() -> None:
-            nonlocal progress
-            while not stop.is_set():
-                progress += 1
-
-        thread = threading.Thread(target=spin)
-        thread.start()
-        try:
+        def call() -> None:
             with pytest.raises(StepTimeoutError):
                 Lambda(sleeper(1)).with_timeout(0.1).invoke(1)
-        finally:
-            stop.set()
-            thread.join()
-        assert progress > 1000
+
+        assert progress_of_another_thread(call) > 1000
 
     def test_batch_fails_only_the_slow_items(self) -> None:
         r = Lambda(timed_by_input).with_timeout(0.2)
@@ -165,15 +153,7 @@ class TestAsync:
     def test_cancelling_the_caller_cancels_the_step(self) -> None:
         cancelled: list[Any] = []
         r = Lambda(async_sleeper(5, cancelled)).with_timeout(2)
-
-        async def main() -> None:
-            task = asyncio.ensure_future(r.ainvoke(1))
-            await asyncio.sleep(0.02)
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-
-        asyncio.run(main())
+        cancel_while_running(r.ainvoke(1), 0.02)
         assert cancelled == [1]
 
     @pytest.mark.parametrize("step", [timed_by_input, atimed_by_input])

@@ -107,11 +107,7 @@ impl Node for FallbacksNode {
     }
 
     fn mode(&self) -> Mode {
-        if self.steps.iter().any(|s| s.mode() == Mode::Await) {
-            Mode::Await
-        } else {
-            Mode::Pool
-        }
+        Step::wrapper_mode(&self.steps)
     }
 
     fn awaitable<'py>(

@@ -172,6 +172,16 @@ impl Step {
         }
     }
 
+    /// How a wrapper around `steps` that has a sync path of its own runs when awaited: through
+    /// its own awaitable if a step has one, else its sync path on the pool.
+    pub(crate) fn wrapper_mode<'a>(steps: impl IntoIterator<Item = &'a Arc<Step>>) -> Mode {
+        if steps.into_iter().any(|s| s.mode() == Mode::Await) {
+            Mode::Await
+        } else {
+            Mode::Pool
+        }
+    }
+
     /// The step's cost record; `None` for steps that are always fast.
     pub(crate) fn cost(&self) -> Option<&Cost> {
         match self {

@@ -180,11 +180,7 @@ impl Node for RetryNode {
     /// Sync steps retry on the pool (their waits block a pool thread, never the loop); async
     /// steps through `_resilience.retry` on the loop.
     fn mode(&self) -> Mode {
-        if self.inner.mode() == Mode::Await {
-            Mode::Await
-        } else {
-            Mode::Pool
-        }
+        Step::wrapper_mode([&self.inner])
     }
 
     fn awaitable<'py>(
