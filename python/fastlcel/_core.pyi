@@ -112,6 +112,10 @@ class Runnable:
         ``config`` is a dict like langchain's RunnableConfig; ``max_concurrency`` caps the calls
         in flight of each fan-out. The first failure is raised at once (the original exception
         object, its traceback intact); steps not yet started never start.
+
+        Three more config keys apply to this call (to each input of a batch), once, not again to
+        every step inside it: ``timeout`` (seconds, see :meth:`with_timeout`), ``rate_limiter``
+        (a :class:`RateLimiter`) and ``concurrency_limit`` (a :class:`ConcurrencyLimit`).
         """
     def ainvoke(self, input: Any, config: _Config | None = None) -> Coroutine[Any, Any, Any]:
         """Await the result on the running event loop; sync code runs on the thread pool and
