@@ -1,10 +1,13 @@
 //! `RunConfig`: the Python config dict (langchain's RunnableConfig) parsed once per call.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
+
+use crate::limit::{ConcurrencyLimit, Limiter, RateLimiter};
 
 const DEFAULT_RECURSION_LIMIT: i64 = 25;
 
@@ -15,6 +18,74 @@ pub(crate) struct RunConfig {
     pub(crate) max_concurrency: Option<usize>,
     /// `config["recursion_limit"]`: how many more runnables a Lambda may return in a row.
     pub(crate) recursion_limit: i64,
+    /// `config["timeout"]`, `["rate_limiter"]`, `["concurrency_limit"]`: applied to the call the
+    /// config is passed to (each item of a batch), not again to every step inside it.
+    pub(crate) policy: Policy,
+}
+
+#[derive(Default)]
+pub(crate) struct Policy {
+    /// Seconds.
+    pub(crate) timeout: Option<f64>,
+    pub(crate) rate_limiter: Option<Limiter>,
+    pub(crate) concurrency_limit: Option<Limiter>,
+}
+
+impl Policy {
+    fn parse(dict: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let timeout = match dict.get_item("timeout")? {
+            Some(v) if !v.is_none() => Some(parse_timeout(&v, "config['timeout']")?),
+            _ => None,
+        };
+        Ok(Self {
+            timeout,
+            rate_limiter: extract_key::<RateLimiter>(
+                dict,
+                "rate_limiter",
+                "a fastlcel.RateLimiter",
+            )?
+            .map(Limiter::Rate),
+            concurrency_limit: extract_key::<ConcurrencyLimit>(
+                dict,
+                "concurrency_limit",
+                "a fastlcel.ConcurrencyLimit",
+            )?
+            .map(Limiter::Concurrency),
+        })
+    }
+}
+
+/// A timeout in seconds: a positive finite number. `what` names it in errors.
+pub(crate) fn parse_timeout(value: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
+    let seconds: f64 = value.extract().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{what} must be a number of seconds; got {}",
+            type_name(value)
+        ))
+    })?;
+    if !(seconds > 0.0 && Duration::try_from_secs_f64(seconds).is_ok()) {
+        return Err(PyValueError::new_err(format!(
+            "{what} must be a positive number of seconds; got {seconds:?}"
+        )));
+    }
+    Ok(seconds)
+}
+
+fn extract_key<T: pyo3::PyClass>(
+    dict: &Bound<'_, PyDict>,
+    key: &str,
+    expected: &str,
+) -> PyResult<Option<Py<T>>> {
+    match dict.get_item(key)? {
+        Some(v) if !v.is_none() => match v.cast::<T>() {
+            Ok(obj) => Ok(Some(obj.clone().unbind())),
+            Err(_) => Err(PyTypeError::new_err(format!(
+                "config['{key}'] must be {expected} or None; got {}",
+                type_name(&v)
+            ))),
+        },
+        _ => Ok(None),
+    }
 }
 
 impl RunConfig {
@@ -24,6 +95,7 @@ impl RunConfig {
                 user: None,
                 max_concurrency: None,
                 recursion_limit: DEFAULT_RECURSION_LIMIT,
+                policy: Policy::default(),
             });
         };
         let dict = config.cast::<PyDict>().map_err(|_| {
@@ -62,6 +134,7 @@ impl RunConfig {
             user: Some(dict.clone().unbind()),
             max_concurrency,
             recursion_limit,
+            policy: Policy::parse(dict)?,
         })
     }
 
@@ -214,6 +287,15 @@ impl BatchConfig {
             Self::Shared(c) => c,
             Self::PerInput(v) => &v[i],
         }
+    }
+
+    /// The policies of the configs (one if shared).
+    pub(crate) fn policies(&self) -> impl Iterator<Item = &Policy> {
+        let configs: &[Arc<RunConfig>] = match self {
+            Self::Shared(c) => std::slice::from_ref(c),
+            Self::PerInput(v) => v,
+        };
+        configs.iter().map(|c| &c.policy)
     }
 
     /// The batch's own cap on items in flight (langchain reads it from the first config).

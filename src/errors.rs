@@ -4,8 +4,10 @@
 use std::any::Any;
 
 use pyo3::create_exception;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyTimeoutError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
 
 create_exception!(
     fastlcel,
@@ -19,6 +21,56 @@ create_exception!(
     FastLcelError,
     "A bug inside fastlcel's Rust code (a Rust panic) surfaced as a Python exception."
 );
+
+/// `StepTimeoutError(FastLcelError, TimeoutError)`.
+// NOTE: made with `type(...)` at import: `create_exception!` takes a single base class, and the
+// error must be both a `FastLcelError` and a builtin `TimeoutError`.
+static STEP_TIMEOUT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+fn step_timeout_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    STEP_TIMEOUT_ERROR
+        .get_or_try_init(py, || {
+            let bases = PyTuple::new(
+                py,
+                [
+                    py.get_type::<FastLcelError>(),
+                    py.get_type::<PyTimeoutError>(),
+                ],
+            )?;
+            let namespace = PyDict::new(py);
+            namespace.set_item("__module__", "fastlcel")?;
+            namespace.set_item(
+                "__doc__",
+                "A step did not finish within its timeout (``with_timeout`` or the ``timeout`` \
+                 config key). ``step`` is the step's name, ``timeout`` the limit in seconds.",
+            )?;
+            let ty = py
+                .get_type::<PyType>()
+                .call1(("StepTimeoutError", bases, namespace))?;
+            Ok(ty.cast_into::<PyType>()?.unbind())
+        })
+        .map(|ty| ty.bind(py))
+}
+
+/// The exception of a step that did not finish within `seconds`.
+pub(crate) fn step_timeout_error(py: Python<'_>, step: &str, seconds: f64) -> PyErr {
+    let make = || -> PyResult<PyErr> {
+        let exc = step_timeout_type(py)?
+            .call1((format!("step '{step}' timed out after {seconds} s"),))?;
+        exc.setattr("step", step)?;
+        exc.setattr("timeout", seconds)?;
+        Ok(PyErr::from_value(exc))
+    };
+    make().unwrap_or_else(|err| err)
+}
+
+/// `_step_timeout_error(step, seconds)`: the same error for the asyncio path (`_resilience.py`).
+#[pyfunction]
+fn _step_timeout_error(py: Python<'_>, step: &str, seconds: f64) -> Py<PyAny> {
+    step_timeout_error(py, step, seconds)
+        .into_value(py)
+        .into_any()
+}
 
 /// Turns the payload of a caught Rust panic into a `PanicError`.
 pub(crate) fn panic_to_pyerr(payload: Box<dyn Any + Send>) -> PyErr {
@@ -36,5 +88,7 @@ pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("FastLcelError", py.get_type::<FastLcelError>())?;
     m.add("PanicError", py.get_type::<PanicError>())?;
+    m.add("StepTimeoutError", step_timeout_type(py)?)?;
+    m.add_function(wrap_pyfunction!(_step_timeout_error, m)?)?;
     Ok(())
 }

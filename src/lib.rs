@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod config;
 mod errors;
 mod exec;
+mod limit;
 mod runnable;
 
 #[pymodule]
@@ -15,12 +16,14 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     config::init_pymodule(m)?;
     runnable::init_pymodule(m)?;
     exec::init_pymodule(m)?;
+    limit::init_pymodule(m)?;
     // pyo3 lists every added name, private hooks included; export the public API only.
     m.setattr(
         "__all__",
         [
             "FastLcelError",
             "PanicError",
+            "StepTimeoutError",
             "Runnable",
             "Lambda",
             "Parallel",
@@ -31,6 +34,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
             "Branch",
             "Binding",
             "Generator",
+            "Cached",
+            "RateLimiter",
+            "ConcurrencyLimit",
         ],
     )?;
     Ok(())

@@ -11,6 +11,8 @@ from fastlcel._core import (
     Assign,
     Binding,
     Branch,
+    Cached,
+    ConcurrencyLimit,
     FastLcelError,
     Generator,
     Lambda,
@@ -18,8 +20,10 @@ from fastlcel._core import (
     Parallel,
     Passthrough,
     Pick,
+    RateLimiter,
     Runnable,
     Sequence,
+    StepTimeoutError,
 )
 
 RunnableParallel = Parallel
@@ -40,6 +44,8 @@ __all__ = [
     "Assign",
     "Binding",
     "Branch",
+    "Cached",
+    "ConcurrencyLimit",
     "FastLcelError",
     "Generator",
     "Lambda",
@@ -47,6 +53,7 @@ __all__ = [
     "Parallel",
     "Passthrough",
     "Pick",
+    "RateLimiter",
     "Runnable",
     "RunnableAssign",
     "RunnableBinding",
@@ -59,4 +66,5 @@ __all__ = [
     "RunnablePick",
     "RunnableSequence",
     "Sequence",
+    "StepTimeoutError",
 ]

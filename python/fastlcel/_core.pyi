@@ -8,12 +8,13 @@ from collections.abc import (
     Awaitable,
     Callable,
     Coroutine,
+    Hashable,
     Iterable,
     Iterator,
     Mapping,
 )
 from collections.abc import Sequence as _Seq
-from typing import Any, TypeAlias, final
+from typing import Any, Literal, TypeAlias, final
 
 from typing_extensions import disjoint_base
 
@@ -23,6 +24,7 @@ __version__: str
 __all__ = [
     "FastLcelError",
     "PanicError",
+    "StepTimeoutError",
     "Runnable",
     "Lambda",
     "Parallel",
@@ -33,6 +35,9 @@ __all__ = [
     "Branch",
     "Binding",
     "Generator",
+    "Cached",
+    "RateLimiter",
+    "ConcurrencyLimit",
 ]
 
 def _shutdown() -> None:
@@ -47,11 +52,65 @@ def _ensure_config(config: _Config | None) -> dict[str, Any]:
 def _debug_panic_in_pool() -> None:
     """Test hook: panics on a pool thread; raises PanicError."""
 
+def _step_timeout_error(step: str, seconds: float) -> StepTimeoutError:
+    """The StepTimeoutError of a step (for the asyncio path in ``fastlcel._resilience``)."""
+
 class FastLcelError(Exception):
     """Base class of every exception raised by fastlcel itself (never of user exceptions)."""
 
 class PanicError(FastLcelError):
     """A bug inside fastlcel's Rust code (a Rust panic) surfaced as a Python exception."""
+
+class StepTimeoutError(FastLcelError, TimeoutError):
+    """A step did not finish within its timeout (``with_timeout`` or the ``timeout`` config key).
+
+    ``step`` is the step's name, ``timeout`` the limit in seconds. It is a ``TimeoutError`` too,
+    and an ``Exception``: ``with_retry`` retries it and ``with_fallbacks`` handles it by default.
+    """
+
+    step: str
+    timeout: float
+
+@final
+class RateLimiter:
+    """At most ``requests_per_second`` calls per second on average, up to ``burst`` at once.
+
+    One limiter can be shared by many runnables (``runnable.with_rate_limit(limiter)``, or the
+    ``rate_limiter`` config key), threads and event loops: each call reserves the next free slot
+    (GCRA, a token bucket without a refill thread) and waits for it; sync callers wait with the
+    GIL released, async callers on the event loop. Calls start in the order they asked.
+
+    >>> limiter = RateLimiter(20)  # 20 calls/s, one every 50 ms
+    >>> llm = Lambda(call_model).with_rate_limit(limiter)
+    """
+
+    def __new__(cls, requests_per_second: float, burst: int = 1) -> RateLimiter: ...
+    @property
+    def requests_per_second(self) -> float: ...
+    @property
+    def burst(self) -> int: ...
+    def acquire(self) -> None:
+        """Block until a call may start (the GIL is released while waiting)."""
+    def aacquire(self) -> Awaitable[None]:
+        """Reserve a slot now; awaiting the result waits for it without blocking the loop."""
+
+@final
+class ConcurrencyLimit:
+    """At most ``limit`` calls in flight at once, across every runnable, thread and event loop
+    that shares it (``runnable.with_concurrency_limit(limit)`` or the ``concurrency_limit``
+    config key): a provider's cap that nested fan-outs cannot exceed.
+
+    A call holds its permit while it runs; waiting callers get permits in arrival order. Do not
+    put the same limit on a step and on steps inside it: the outer call would hold a permit while
+    its inner calls wait for one (with ``limit`` outer calls running, that never ends).
+    """
+
+    def __new__(cls, limit: int) -> ConcurrencyLimit: ...
+    @property
+    def limit(self) -> int: ...
+    @property
+    def in_use(self) -> int:
+        """Permits held right now."""
 
 @disjoint_base
 class Runnable:
@@ -74,6 +133,10 @@ class Runnable:
         ``config`` is a dict like langchain's RunnableConfig; ``max_concurrency`` caps the calls
         in flight of each fan-out. The first failure is raised at once (the original exception
         object, its traceback intact); steps not yet started never start.
+
+        Three more config keys apply to this call (to each input of a batch), once, not again to
+        every step inside it: ``timeout`` (seconds, see :meth:`with_timeout`), ``rate_limiter``
+        (a :class:`RateLimiter`) and ``concurrency_limit`` (a :class:`ConcurrencyLimit`).
         """
     def ainvoke(self, input: Any, config: _Config | None = None) -> Coroutine[Any, Any, Any]:
         """Await the result on the running event loop; sync code runs on the thread pool and
@@ -147,6 +210,70 @@ class Runnable:
         united, metadata and configurable merged, as langchain_core's ``merge_configs``)."""
     def bind(self, **kwargs: Any) -> Runnable:
         """A :class:`Binding` passing ``kwargs`` to the function (or a foreign ``invoke``)."""
+    def with_retry(
+        self,
+        *,
+        retry_if_exception_type: tuple[type[BaseException], ...]
+        | type[BaseException]
+        | Callable[[BaseException], bool]
+        | None = None,
+        wait_exponential_jitter: bool = True,
+        exponential_jitter_params: Mapping[str, float] | None = None,
+        stop_after_attempt: int = 3,
+    ) -> Runnable:
+        """A runnable that retries this one when it raises, like langchain_core's.
+
+        ``retry_if_exception_type`` (``None``: ``(Exception,)``) is a tuple of exception classes,
+        or a function ``exc -> bool``. Between attempts it waits ``initial * exp_base ** (n - 1)
+        + uniform(0, jitter)`` seconds, at most ``max`` (``exponential_jitter_params``; defaults
+        initial=1, max=60, exp_base=2, jitter=1), or not at all if ``wait_exponential_jitter`` is
+        false. After ``stop_after_attempt`` attempts the last exception is raised as is. Waits
+        hold neither the GIL nor the event loop. In ``batch``/``abatch`` each input is retried on
+        its own: only failing inputs run again, and every result stays in its own slot.
+        """
+    def with_fallbacks(
+        self,
+        fallbacks: _Seq[Any],
+        *,
+        exceptions_to_handle: tuple[type[BaseException], ...] | None = None,
+        exception_key: str | None = None,
+    ) -> Runnable:
+        """A runnable that tries each of ``fallbacks`` in turn when this one raises one of
+        ``exceptions_to_handle`` (``None``: ``(Exception,)``), like langchain_core's. If all fail,
+        the first exception is raised.
+
+        With ``exception_key``, the input must be a dict: each fallback gets a *copy* of it with
+        the previous error under that key (langchain_core writes into the caller's dict). In a
+        batch, each input behaves as in ``invoke``. A BaseException that is not an Exception
+        (Ctrl-C, cancellation) is never handled.
+        """
+    def with_timeout(self, seconds: float) -> Runnable:
+        """A runnable that raises :class:`StepTimeoutError` if this one runs past ``seconds``.
+
+        An async step is cancelled at the deadline. A sync step cannot be stopped: the caller
+        stops waiting at the deadline, and the thread's late result is discarded. Inside a
+        ``Parallel`` a timeout fails its step like any other error. The ``timeout`` config key
+        does the same for one call (each input of a batch).
+        """
+    def with_rate_limit(self, limiter: RateLimiter) -> Runnable:
+        """A runnable whose calls start no faster than ``limiter`` allows."""
+    def with_concurrency_limit(self, limit: ConcurrencyLimit) -> Runnable:
+        """A runnable whose calls in flight hold a permit of ``limit``."""
+    def with_cache(
+        self,
+        *,
+        maxsize: int | None = 128,
+        ttl: float | None = None,
+        key: Callable[[Any], Hashable] | None = None,
+    ) -> Cached:
+        """A runnable that memoizes this one's results by input (or by ``key(input)``).
+
+        At most ``maxsize`` results are kept (least recently used dropped first; ``None``: no
+        bound), each for ``ttl`` seconds (``None``: forever). The cache is shared by every thread
+        and event loop; concurrent calls with the same key run the step once and share its result
+        (or its exception). Exceptions are not cached. The config is not part of the key, and a
+        hit returns the same object, not a copy.
+        """
 
 @final
 class Lambda(Runnable):
@@ -186,9 +313,23 @@ class Parallel(Runnable):
 
     >>> Parallel(a=lambda x: x + 1, b=lambda x: x * 2).invoke(3)
     {'a': 4, 'b': 6}
+
+    ``on_error="collect"`` runs every step even when some fail and puts each failed step's
+    exception object in its slot (``"raise"``, the default, raises the first failure at once).
+    ``merge`` shapes the result: ``"dict"`` (default), ``"list"`` (results in key order) or a
+    function that takes the result dict. Both are keyword options, so a step named ``on_error``
+    or ``merge`` must be passed in ``mapping``: ``Parallel({"merge": step})``.
     """
 
-    def __new__(cls, mapping: Mapping[str, Any] | None = None, /, **steps: Any) -> Parallel: ...
+    def __new__(
+        cls,
+        mapping: Mapping[str, Any] | None = None,
+        /,
+        *,
+        on_error: Literal["raise", "collect"] = "raise",
+        merge: Literal["dict", "list"] | Callable[[dict[str, Any]], Any] = "dict",
+        **steps: Any,
+    ) -> Parallel: ...
     @property
     def steps(self) -> dict[str, Any]:
         """The steps after coercion, in declared order (``steps__`` in langchain_core)."""
@@ -276,3 +417,12 @@ class Generator(Runnable):
     def func(self) -> Callable[..., Any] | None: ...
     @property
     def afunc(self) -> Callable[..., Any] | None: ...
+
+@final
+class Cached(Runnable):
+    """A runnable with memoized results, made by :meth:`Runnable.with_cache`."""
+
+    def cache_clear(self) -> None:
+        """Forget every cached result."""
+    def cache_info(self) -> dict[str, int | None]:
+        """``{"hits": ..., "misses": ..., "size": ..., "maxsize": ...}``."""

@@ -120,13 +120,19 @@ struct Gather {
     state: Mutex<State>,
 }
 
-/// Starts a gather on the running loop; returns the future of its result.
-pub(crate) fn start(py: Python<'_>, spec: GatherSpec) -> PyResult<Bound<'_, PyAny>> {
+/// The running event loop and a new future of it (RuntimeError if no loop runs).
+pub(crate) fn loop_future(py: Python<'_>) -> PyResult<(Bound<'_, PyAny>, Bound<'_, PyAny>)> {
     static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let event_loop = GET_RUNNING_LOOP
         .import(py, "asyncio", "get_running_loop")?
         .call0()?;
-    let outer = event_loop.call_method0(intern!(py, "create_future"))?;
+    let future = event_loop.call_method0(intern!(py, "create_future"))?;
+    Ok((event_loop, future))
+}
+
+/// Starts a gather on the running loop; returns the future of its result.
+pub(crate) fn start(py: Python<'_>, spec: GatherSpec) -> PyResult<Bound<'_, PyAny>> {
+    let (event_loop, outer) = loop_future(py)?;
     let n = spec.work.len();
     if n == 0 {
         outer.call_method1(
@@ -268,11 +274,15 @@ impl Gather {
             .into_iter()
             .map(|v| v.ok_or_else(|| PyRuntimeError::new_err("fastlcel: gather result missing")))
             .collect::<PyResult<Vec<_>>>()?;
-        let result = this.spec.collect.build(py, values)?;
         let outer = this.outer.bind(py);
-        if !outer.call_method0(intern!(py, "done"))?.is_truthy()? {
-            outer.call_method1(intern!(py, "set_result"), (result,))?;
+        if outer.call_method0(intern!(py, "done"))?.is_truthy()? {
+            return Ok(());
         }
+        // Building may run user code (a Parallel's merge function): its error is the result.
+        match this.spec.collect.build(py, values) {
+            Ok(result) => outer.call_method1(intern!(py, "set_result"), (result,))?,
+            Err(err) => outer.call_method1(intern!(py, "set_exception"), (err.into_value(py),))?,
+        };
         Ok(())
     }
 

@@ -81,11 +81,26 @@ impl FanOut {
         max_concurrency: Option<usize>,
         return_exceptions: bool,
     ) -> PyResult<Vec<Py<PyAny>>> {
+        let values = Self::run_until(py, work, max_concurrency, return_exceptions, None)?;
+        Ok(values.expect("without a deadline the wait ends only when the fan-out is over"))
+    }
+
+    /// [`Self::run_blocking`] with a deadline: `Ok(None)` if it passes first. Then the caller
+    /// has run no item itself (it only waited); items still running finish on their threads and
+    /// their results are dropped, items not started never start.
+    pub(crate) fn run_until(
+        py: Python<'_>,
+        work: Arc<dyn Work>,
+        max_concurrency: Option<usize>,
+        return_exceptions: bool,
+        deadline: Option<Instant>,
+    ) -> PyResult<Option<Vec<Py<PyAny>>>> {
         let n = work.len();
         if n == 0 {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
-        let caller_helps = (0..n).all(|i| work.cost(i).is_none_or(Cost::is_fast));
+        let caller_helps =
+            deadline.is_none() && (0..n).all(|i| work.cost(i).is_none_or(Cost::is_fast));
         let helpers = max_concurrency.unwrap_or(n).min(n) - usize::from(caller_helps);
         let ctx = Context::capture(py)?;
         let fan = Self::new(
@@ -102,13 +117,19 @@ impl FanOut {
             }
         }
         let Notify::Waiter(signal) = &fan.notify else {
-            unreachable!("run_blocking always waits on a Signal")
+            unreachable!("run_until always waits on a Signal")
         };
-        if let Err(interrupt) = wait::wait(py, signal) {
-            fan.abort();
-            return Err(interrupt);
+        match wait::wait_until(py, signal, deadline) {
+            Ok(true) => fan.take_outcome(py).map(Some),
+            Ok(false) => {
+                fan.abort();
+                Ok(None)
+            }
+            Err(interrupt) => {
+                fan.abort();
+                Err(interrupt)
+            }
         }
-        fan.take_outcome(py)
     }
 
     /// Starts the items on pool threads only (the caller is an event loop thread, which must not

@@ -108,6 +108,8 @@ impl Cost {
 /// How the results of a `Work`, in item order, become the value the caller gets.
 pub(crate) enum Collect {
     Dict(Arc<[Py<PyString>]>),
+    /// The dict, passed to this function; its result is the value.
+    DictInto(Arc<[Py<PyString>]>, Py<PyAny>),
     List,
     Single,
 }
@@ -115,16 +117,26 @@ pub(crate) enum Collect {
 impl Collect {
     pub(crate) fn build(&self, py: Python<'_>, values: Vec<Py<PyAny>>) -> PyResult<Py<PyAny>> {
         match self {
-            Collect::Dict(keys) => {
-                let dict = PyDict::new(py);
-                for (k, v) in keys.iter().zip(values) {
-                    dict.set_item(k, v)?;
-                }
-                Ok(dict.into_any().unbind())
-            }
+            Collect::Dict(keys) => Ok(Self::dict(py, keys, values)?.into_any().unbind()),
+            Collect::DictInto(keys, func) => Ok(func
+                .bind(py)
+                .call1((Self::dict(py, keys, values)?,))?
+                .unbind()),
             Collect::List => Ok(PyList::new(py, values)?.into_any().unbind()),
             Collect::Single => Ok(values.into_iter().next().unwrap_or_else(|| py.None())),
         }
+    }
+
+    fn dict<'py>(
+        py: Python<'py>,
+        keys: &[Py<PyString>],
+        values: Vec<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        for (k, v) in keys.iter().zip(values) {
+            dict.set_item(k, v)?;
+        }
+        Ok(dict)
     }
 }
 

@@ -8,6 +8,7 @@
 // thread or start one" (the idle count below), permanent thread states and a reset after
 // fork(); tokio would bring a runtime for a queue and a spawner (DESIGN.md: both perform alike).
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
@@ -232,6 +233,11 @@ impl Drop for ThreadState {
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
+thread_local! {
+    /// The `InFlight` guards this thread holds.
+    static IN_FLIGHT_HERE: Cell<usize> = const { Cell::new(0) };
+}
+
 /// Permission for a pool thread to enter Python; `None` once shutdown began.
 pub(crate) struct InFlight(());
 
@@ -242,14 +248,22 @@ impl InFlight {
             IN_FLIGHT.fetch_sub(1, SeqCst);
             return None;
         }
+        IN_FLIGHT_HERE.with(|n| n.set(n.get() + 1));
         Some(Self(()))
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        IN_FLIGHT_HERE.with(|n| n.set(n.get() - 1));
         IN_FLIGHT.fetch_sub(1, SeqCst);
     }
+}
+
+/// Whether this thread holds an `InFlight` guard: the atexit hook waits for it, so it may still
+/// attach to Python after shutdown began.
+pub(crate) fn in_flight_here() -> bool {
+    IN_FLIGHT_HERE.with(Cell::get) > 0
 }
 
 pub(crate) fn shutting_down() -> bool {

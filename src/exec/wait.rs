@@ -1,11 +1,12 @@
 //! The one way fastlcel blocks: GIL released, in short slices, noticing Ctrl-C between them.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 
 use super::pool;
+use crate::errors::FastLcelError;
 
 /// How often a blocked caller wakes to run Python's signal handlers (Ctrl-C).
 const SLICE: Duration = Duration::from_millis(50);
@@ -27,10 +28,10 @@ impl Signal {
         *self.set.lock()
     }
 
-    fn wait_slice(&self) -> bool {
+    fn wait_for(&self, timeout: Duration) -> bool {
         let mut set = self.set.lock();
         if !*set {
-            self.cv.wait_for(&mut set, SLICE);
+            self.cv.wait_for(&mut set, timeout);
         }
         *set
     }
@@ -39,10 +40,26 @@ impl Signal {
 /// Blocks until `signal` is set, with the GIL released. Returns the exception of a signal
 /// handler (KeyboardInterrupt) if one fires meanwhile.
 pub(crate) fn wait(py: Python<'_>, signal: &Signal) -> PyResult<()> {
-    while !signal.is_set() {
+    wait_until(py, signal, None).map(drop)
+}
+
+/// Like [`wait`], but gives up at `deadline`: returns whether `signal` was set.
+pub(crate) fn wait_until(
+    py: Python<'_>,
+    signal: &Signal,
+    deadline: Option<Instant>,
+) -> PyResult<bool> {
+    loop {
+        let slice = match deadline {
+            None => SLICE,
+            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => left.min(SLICE),
+                _ => return Ok(signal.is_set()),
+            },
+        };
         let set = py.detach(|| {
-            let set = signal.wait_slice();
-            if !set && pool::shutting_down() {
+            let set = signal.wait_for(slice);
+            if !set && pool::shutting_down() && !pool::in_flight_here() {
                 // The interpreter is finalizing: attaching again could end this thread inside
                 // Rust frames. What this caller waits for will not come; the process is ending.
                 loop {
@@ -52,9 +69,25 @@ pub(crate) fn wait(py: Python<'_>, signal: &Signal) -> PyResult<()> {
             set
         });
         if set {
-            break;
+            return Ok(true);
+        }
+        if pool::shutting_down() {
+            // A pool thread (it holds off finalization, so it may attach): the atexit hook waits
+            // for it, and what it waits for may never come, since no new step starts now.
+            return Err(FastLcelError::new_err(
+                "the interpreter is shutting down; fastlcel stopped waiting",
+            ));
         }
         py.check_signals()?;
     }
-    Ok(())
+}
+
+/// Sleeps for `duration` with the GIL released, noticing Ctrl-C.
+pub(crate) fn sleep(py: Python<'_>, duration: Duration) -> PyResult<()> {
+    wait_until(py, &Signal::default(), deadline_after(duration)).map(drop)
+}
+
+/// The instant `duration` from now; `None` if it is too far away to represent (never).
+pub(crate) fn deadline_after(duration: Duration) -> Option<Instant> {
+    Instant::now().checked_add(duration)
 }

@@ -10,10 +10,13 @@ use pyo3::types::{PyDict, PyTuple};
 use pyo3::{PyClassInitializer, PyTraverseError};
 
 use super::binding::{Binding, BindingNode};
+use super::cache::{self, Cached};
+use super::limited::{self, LimitedNode};
 use super::passthrough::{Assign, Pick};
 use super::sequence::{Sequence, SequenceNode};
-use super::{chain_helper, collect_inputs, Calls, Step};
-use crate::config::{BatchConfig, RunConfig};
+use super::timeout::{self, TimeoutNode};
+use super::{chain_helper, collect_inputs, fallbacks, retry, Calls, Step};
+use crate::config::{BatchConfig, Policy, RunConfig};
 use crate::exec::aio::{GatherSpec, LazyCoroutine};
 use crate::exec::context::Context;
 use crate::exec::fanout::FanOut;
@@ -112,13 +115,14 @@ impl Runnable {
 
     #[pyo3(signature = (input, config=None))]
     fn invoke(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         input: &Bound<'_, PyAny>,
         config: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
         let config = Arc::new(RunConfig::parse(config)?);
-        Context::run_isolated(py, || self.node.invoke(py, input, &config))
+        let target = with_config_policy(slf, [&config.policy])?;
+        Context::run_isolated(py, || target.get().node.invoke(py, input, &config))
     }
 
     #[pyo3(signature = (input, config=None))]
@@ -128,14 +132,15 @@ impl Runnable {
         config: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<LazyCoroutine> {
         let config = Arc::new(RunConfig::parse(config)?);
-        let spec = match slf.get().node.gather_spec(input, &config) {
+        let target = with_config_policy(slf, [&config.policy])?;
+        let spec = match target.get().node.gather_spec(input, &config) {
             Some(spec) => spec,
             None => GatherSpec {
-                work: Arc::new(Calls::Map {
-                    step: Step::Native(slf.clone().unbind()),
-                    inputs: vec![input.clone().unbind()],
-                    configs: BatchConfig::Shared(config),
-                }),
+                work: Arc::new(Calls::one(
+                    &Arc::new(Step::Native(target.unbind())),
+                    input,
+                    &config,
+                )),
                 collect: Collect::Single,
                 max_concurrency: None,
                 return_exceptions: false,
@@ -333,6 +338,76 @@ impl Runnable {
         )
     }
 
+    /// A runnable that retries this one on failure (langchain_core's names and defaults).
+    #[pyo3(signature = (
+        *,
+        retry_if_exception_type=None,
+        wait_exponential_jitter=true,
+        exponential_jitter_params=None,
+        stop_after_attempt=3,
+    ))]
+    fn with_retry(
+        slf: &Bound<'_, Self>,
+        retry_if_exception_type: Option<&Bound<'_, PyAny>>,
+        wait_exponential_jitter: bool,
+        exponential_jitter_params: Option<&Bound<'_, PyAny>>,
+        stop_after_attempt: i64,
+    ) -> PyResult<Py<Runnable>> {
+        retry::with_retry(
+            slf,
+            retry_if_exception_type,
+            wait_exponential_jitter,
+            exponential_jitter_params,
+            stop_after_attempt,
+        )
+    }
+
+    /// A runnable that tries `fallbacks` in order when this one fails.
+    #[pyo3(signature = (fallbacks, *, exceptions_to_handle=None, exception_key=None))]
+    fn with_fallbacks(
+        slf: &Bound<'_, Self>,
+        fallbacks: &Bound<'_, PyAny>,
+        exceptions_to_handle: Option<&Bound<'_, PyAny>>,
+        exception_key: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Runnable>> {
+        fallbacks::with_fallbacks(slf, fallbacks, exceptions_to_handle, exception_key)
+    }
+
+    /// A runnable that raises `StepTimeoutError` when this one runs longer than `seconds`.
+    fn with_timeout(slf: &Bound<'_, Self>, seconds: &Bound<'_, PyAny>) -> PyResult<Py<Runnable>> {
+        timeout::with_timeout(slf, seconds)
+    }
+
+    /// A runnable whose calls start no faster than `limiter` allows.
+    fn with_rate_limit(
+        slf: &Bound<'_, Self>,
+        limiter: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<Runnable>> {
+        limited::with_rate_limit(slf, limiter)
+    }
+
+    /// A runnable whose calls in flight count against `limit`.
+    fn with_concurrency_limit(
+        slf: &Bound<'_, Self>,
+        limit: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<Runnable>> {
+        limited::with_concurrency_limit(slf, limit)
+    }
+
+    /// A runnable that memoizes this one's results by input.
+    #[pyo3(
+        signature = (*, maxsize=Some(128), ttl=None, key=None),
+        text_signature = "($self, *, maxsize=128, ttl=None, key=None)"
+    )]
+    fn with_cache(
+        slf: &Bound<'_, Self>,
+        maxsize: Option<i64>,
+        ttl: Option<&Bound<'_, PyAny>>,
+        key: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Cached>> {
+        cache::with_cache(slf, maxsize, ttl, key)
+    }
+
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         self.node.repr(py)
     }
@@ -400,10 +475,46 @@ fn batch_calls(
     let inputs = collect_inputs(inputs)?;
     let configs = BatchConfig::parse(config, inputs.len())?;
     let max_concurrency = configs.max_concurrency();
+    let target = with_config_policy(slf, configs.policies())?;
     let calls = Calls::Map {
-        step: Step::Native(slf.clone().unbind()),
+        step: Arc::new(Step::Native(target.unbind())),
         inputs,
         configs,
     };
     Ok((calls, max_concurrency))
+}
+
+/// `runnable` under the policy keys of its call's config (`concurrency_limit`, then
+/// `rate_limiter`, then `timeout`, outermost first), or itself if no config sets one. The
+/// wrappers read the keys from each call's config, so a batch's per-input configs may differ.
+/// They apply to the call they are passed to, not again to every step inside it.
+fn with_config_policy<'a, 'py>(
+    runnable: &Bound<'py, Runnable>,
+    policies: impl IntoIterator<Item = &'a Policy>,
+) -> PyResult<Bound<'py, Runnable>> {
+    let (mut timeout, mut rate, mut concurrency) = (false, false, false);
+    for policy in policies {
+        timeout |= policy.timeout.is_some();
+        rate |= policy.rate_limiter.is_some();
+        concurrency |= policy.concurrency_limit.is_some();
+    }
+    let mut target = runnable.clone();
+    if timeout {
+        target = wrap(target, TimeoutNode::from_config)?;
+    }
+    if rate {
+        target = wrap(target, LimitedNode::rate_from_config)?;
+    }
+    if concurrency {
+        target = wrap(target, LimitedNode::concurrency_from_config)?;
+    }
+    Ok(target)
+}
+
+fn wrap<'py, N: Node>(
+    inner: Bound<'py, Runnable>,
+    node: impl FnOnce(Step) -> N,
+) -> PyResult<Bound<'py, Runnable>> {
+    let py = inner.py();
+    Bound::new(py, Runnable::init(node(Step::Native(inner.unbind()))))
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyBaseException, PyTypeError, PyValueError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -10,19 +10,26 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyT
 use pyo3::{intern, PyTraverseError};
 
 use crate::config::{type_name, BatchConfig, RunConfig};
-use crate::exec::{aio, Awaitable, Cost, Mode, Work};
+use crate::exec::aio::{self, GatherSpec};
+use crate::exec::{Awaitable, Collect, Cost, Mode, Work};
 
 mod base;
 mod binding;
 mod branch;
+mod cache;
+mod fallbacks;
 mod lambda;
+mod limited;
 mod parallel;
 mod passthrough;
+mod retry;
 mod sequence;
+mod timeout;
 
 pub(crate) use base::Runnable;
 use binding::Binding;
 use branch::Branch;
+use cache::Cached;
 use lambda::{is_generator_function, Generator, Lambda, LambdaKind, LambdaNode};
 use parallel::Parallel;
 use passthrough::{Assign, Passthrough, Pick};
@@ -160,6 +167,52 @@ impl Step {
         })
     }
 
+    /// An awaitable of the step on `input`, whatever its mode: its own for an `Await` step, else
+    /// the future of a one-call gather (the step runs on the pool, or at once if it is cheap).
+    pub(crate) fn awaitable_any<'py>(
+        self: &Arc<Self>,
+        py: Python<'py>,
+        input: &Bound<'py, PyAny>,
+        config: &Arc<RunConfig>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if self.mode() == Mode::Await {
+            return Ok(match self.awaitable(py, input, config)? {
+                Awaitable::Future(aw) | Awaitable::Other(aw) => aw,
+            });
+        }
+        aio::start(
+            py,
+            GatherSpec {
+                work: Arc::new(Calls::one(self, input, config)),
+                collect: Collect::Single,
+                max_concurrency: None,
+                return_exceptions: false,
+            },
+        )
+    }
+
+    /// Its name in messages: a runnable's name, else its repr or type.
+    pub(crate) fn name(&self, py: Python<'_>) -> String {
+        match self {
+            Step::Native(r) => r.get().node.name(py),
+            Step::Foreign { obj, .. } => obj
+                .bind(py)
+                .call_method0(intern!(py, "get_name"))
+                .and_then(|n| n.extract::<String>())
+                .unwrap_or_else(|_| type_name(obj.bind(py))),
+        }
+    }
+
+    /// How a wrapper around `steps` that has a sync path of its own runs when awaited: through
+    /// its own awaitable if a step has one, else its sync path on the pool.
+    pub(crate) fn wrapper_mode<'a>(steps: impl IntoIterator<Item = &'a Arc<Step>>) -> Mode {
+        if steps.into_iter().any(|s| s.mode() == Mode::Await) {
+            Mode::Await
+        } else {
+            Mode::Pool
+        }
+    }
+
     /// The step's cost record; `None` for steps that are always fast.
     pub(crate) fn cost(&self) -> Option<&Cost> {
         match self {
@@ -182,17 +235,6 @@ impl Step {
                 has_ainvoke: *has_ainvoke,
                 cost: Cost::new(),
             },
-        }
-    }
-
-    pub(crate) fn name(&self, py: Python<'_>) -> String {
-        match self {
-            Step::Native(r) => r.get().node.name(py),
-            Step::Foreign { obj, .. } => obj
-                .bind(py)
-                .call_method0("get_name")
-                .and_then(|n| n.extract())
-                .unwrap_or_else(|_| type_name(obj.bind(py))),
         }
     }
 
@@ -226,6 +268,46 @@ pub(crate) fn describe(obj: &Bound<'_, PyAny>) -> String {
     format!("{article} {name}")
 }
 
+/// Whether `obj` is an exception class.
+pub(crate) fn is_exception_type(obj: &Bound<'_, PyAny>) -> bool {
+    obj.cast::<PyType>()
+        .is_ok_and(|t| t.is_subclass_of::<PyBaseException>().unwrap_or(false))
+}
+
+/// An exception class or a sequence of them, as a tuple for `isinstance`. `what` names the
+/// argument in errors.
+pub(crate) fn exception_types(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Py<PyAny>> {
+    let py = obj.py();
+    if is_exception_type(obj) {
+        return Ok(PyTuple::new(py, [obj])?.into_any().unbind());
+    }
+    let invalid = || {
+        PyTypeError::new_err(format!(
+            "{what} must be a tuple of exception classes, e.g. (ValueError, TimeoutError); got {}",
+            describe(obj)
+        ))
+    };
+    if obj.is_instance_of::<PyString>() {
+        return Err(invalid());
+    }
+    let types = obj
+        .try_iter()
+        .map_err(|_| invalid())?
+        .collect::<PyResult<Vec<_>>>()?;
+    if let Some(bad) = types.iter().find(|t| !is_exception_type(t)) {
+        return Err(PyTypeError::new_err(format!(
+            "{what} must hold exception classes only; got {}",
+            describe(bad)
+        )));
+    }
+    if types.is_empty() {
+        return Err(PyValueError::new_err(format!(
+            "{what} is empty; pass (Exception,) to cover every exception"
+        )));
+    }
+    Ok(PyTuple::new(py, types)?.into_any().unbind())
+}
+
 /// The calls of one fan-out, as `exec` sees them.
 pub(crate) enum Calls {
     /// Every step on the same input (`Parallel.invoke`).
@@ -236,13 +318,22 @@ pub(crate) enum Calls {
     },
     /// One step on many inputs (`batch`).
     Map {
-        step: Step,
+        step: Arc<Step>,
         inputs: Vec<Py<PyAny>>,
         configs: BatchConfig,
     },
 }
 
 impl Calls {
+    /// One step on one input.
+    pub(crate) fn one(step: &Arc<Step>, input: &Bound<'_, PyAny>, config: &Arc<RunConfig>) -> Self {
+        Calls::Map {
+            step: Arc::clone(step),
+            inputs: vec![input.clone().unbind()],
+            configs: BatchConfig::Shared(Arc::clone(config)),
+        }
+    }
+
     fn item(&self, i: usize) -> (&Step, &Py<PyAny>, &Arc<RunConfig>) {
         match self {
             Calls::Fan {
@@ -284,6 +375,49 @@ impl Work for Calls {
     fn cost(&self, i: usize) -> Option<&Cost> {
         self.item(i).0.cost()
     }
+}
+
+/// A step and its call's config, for the coroutines of `_resilience.py`: `awaiter(input)` is an
+/// awaitable of the step on `input`.
+#[pyclass(frozen)]
+pub(crate) struct Awaiter {
+    step: Arc<Step>,
+    config: Arc<RunConfig>,
+}
+
+impl Awaiter {
+    pub(crate) fn new(step: &Arc<Step>, config: &Arc<RunConfig>) -> Self {
+        Self {
+            step: Arc::clone(step),
+            config: Arc::clone(config),
+        }
+    }
+}
+
+#[pymethods]
+impl Awaiter {
+    fn __call__<'py>(&self, input: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        self.step.awaitable_any(input.py(), input, &self.config)
+    }
+    // NOTE: no __traverse__: the step is shared with the node that holds it, which reports it to
+    // the collector; reporting one reference twice would make the collector free live objects.
+}
+
+/// `fastlcel._resilience.<name>`: the asyncio control flow of the fault-tolerance wrappers.
+// NOTE: async retry waits, timeouts, fallbacks and limiter waits are small Python coroutines: next
+// to the awaited step a Rust state machine would save nothing measurable, and the sync paths (which
+// the benchmarks measure) stay in Rust.
+pub(crate) fn resilience<'py>(
+    py: Python<'py>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    MODULE
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(py.import("fastlcel._resilience")?.unbind())
+        })?
+        .bind(py)
+        .getattr(name)
 }
 
 /// Collects `inputs` of a batch call.
@@ -361,5 +495,6 @@ pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Branch>()?;
     m.add_class::<Binding>()?;
     m.add_class::<Generator>()?;
+    m.add_class::<Cached>()?;
     Ok(())
 }

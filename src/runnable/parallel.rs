@@ -3,7 +3,7 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -16,13 +16,34 @@ use crate::exec::aio::{self, GatherSpec};
 use crate::exec::fanout::FanOut;
 use crate::exec::{Awaitable, Collect, Mode};
 
+/// What a failing step does to the Parallel.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnError {
+    /// The first failure fails the call (langchain_core's behaviour).
+    Raise,
+    /// Every step runs; a failed step's slot holds its exception object.
+    Collect,
+}
+
+/// How the results are merged into the value.
+enum Merge {
+    /// `{key: result}` in declared order.
+    Dict,
+    /// `[result, ...]` in declared order.
+    List,
+    /// `merge({key: result})`.
+    Call(Py<PyAny>),
+}
+
 pub(crate) struct ParallelNode {
     keys: Arc<[Py<PyString>]>,
     steps: Arc<[Step]>,
+    on_error: OnError,
+    merge: Merge,
 }
 
 impl ParallelNode {
-    /// From a mapping of key to step.
+    /// From a mapping of key to step, with the default options.
     fn from_mapping(mapping: &Bound<'_, PyDict>) -> PyResult<Self> {
         let mut keys = Vec::with_capacity(mapping.len());
         let mut steps = Vec::with_capacity(mapping.len());
@@ -41,12 +62,22 @@ impl ParallelNode {
         Ok(Self {
             keys: keys.into(),
             steps: steps.into(),
+            on_error: OnError::Raise,
+            merge: Merge::Dict,
         })
     }
 
     pub(crate) fn keys_joined(&self, py: Python<'_>) -> String {
         let keys: Vec<String> = self.keys.iter().map(|k| k.bind(py).to_string()).collect();
         keys.join(",")
+    }
+
+    fn collect(&self, py: Python<'_>) -> Collect {
+        match &self.merge {
+            Merge::Dict => Collect::Dict(Arc::clone(&self.keys)),
+            Merge::List => Collect::List,
+            Merge::Call(func) => Collect::DictInto(Arc::clone(&self.keys), func.clone_ref(py)),
+        }
     }
 
     fn calls(&self, input: &Bound<'_, PyAny>, config: &Arc<RunConfig>) -> Calls {
@@ -60,9 +91,9 @@ impl ParallelNode {
     fn spec(&self, input: &Bound<'_, PyAny>, config: &Arc<RunConfig>) -> GatherSpec {
         GatherSpec {
             work: Arc::new(self.calls(input, config)),
-            collect: Collect::Dict(Arc::clone(&self.keys)),
+            collect: self.collect(input.py()),
             max_concurrency: config.max_concurrency,
-            return_exceptions: false,
+            return_exceptions: self.on_error == OnError::Collect,
         }
     }
 }
@@ -75,8 +106,9 @@ impl Node for ParallelNode {
         config: &Arc<RunConfig>,
     ) -> PyResult<Py<PyAny>> {
         let calls = Arc::new(self.calls(input, config));
-        let values = FanOut::run_blocking(py, calls, config.max_concurrency, false)?;
-        Collect::Dict(Arc::clone(&self.keys)).build(py, values)
+        let collect_errors = self.on_error == OnError::Collect;
+        let values = FanOut::run_blocking(py, calls, config.max_concurrency, collect_errors)?;
+        self.collect(py).build(py, values)
     }
 
     fn mode(&self) -> Mode {
@@ -107,12 +139,24 @@ impl Node for ParallelNode {
             .zip(self.steps.iter())
             .map(|(k, s)| Ok(format!("{}={}", k.bind(py), s.object(py).bind(py).repr()?)))
             .collect::<PyResult<Vec<_>>>()?;
-        Ok(format!("Parallel({})", parts.join(", ")))
+        let mut options = String::new();
+        if self.on_error == OnError::Collect {
+            options.push_str(", on_error='collect'");
+        }
+        match &self.merge {
+            Merge::Dict => {}
+            Merge::List => options.push_str(", merge='list'"),
+            Merge::Call(func) => options.push_str(&format!(", merge={}", func.bind(py).repr()?)),
+        }
+        Ok(format!("Parallel({}{options})", parts.join(", ")))
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         for step in self.steps.iter() {
             step.traverse(visit)?;
+        }
+        if let Merge::Call(func) = &self.merge {
+            visit.call(func)?;
         }
         Ok(())
     }
@@ -139,10 +183,15 @@ impl Parallel {
 #[pymethods]
 impl Parallel {
     #[new]
-    #[pyo3(signature = (mapping=None, /, **steps))]
+    #[pyo3(
+        signature = (mapping=None, /, *, on_error=None, merge=None, **steps),
+        text_signature = "(mapping=None, /, *, on_error='raise', merge='dict', **steps)"
+    )]
     fn py_new(
         py: Python<'_>,
         mapping: Option<&Bound<'_, PyAny>>,
+        on_error: Option<&Bound<'_, PyAny>>,
+        merge: Option<&Bound<'_, PyAny>>,
         steps: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyClassInitializer<Self>> {
         // Keyword steps win, in the mapping's position (dict-merge semantics).
@@ -162,7 +211,9 @@ impl Parallel {
         if let Some(steps) = steps {
             merged.update(steps.as_mapping())?;
         }
-        let node = ParallelNode::from_mapping(&merged)?;
+        let mut node = ParallelNode::from_mapping(&merged)?;
+        node.on_error = parse_on_error(on_error)?;
+        node.merge = parse_merge(merge)?;
         Ok(Runnable::init(node).add_subclass(Parallel))
     }
 
@@ -176,5 +227,39 @@ impl Parallel {
             dict.set_item(k, s.object(py))?;
         }
         Ok(dict)
+    }
+}
+
+/// Appended to option errors: a step named `on_error` or `merge` must come in the mapping.
+const RESERVED_HINT: &str = "(`on_error` and `merge` are options of Parallel, not steps; to \
+                             name a step so, pass it in the mapping: Parallel({'merge': step}))";
+
+fn parse_on_error(on_error: Option<&Bound<'_, PyAny>>) -> PyResult<OnError> {
+    let Some(on_error) = on_error.filter(|o| !o.is_none()) else {
+        return Ok(OnError::Raise);
+    };
+    match on_error.extract::<&str>() {
+        Ok("raise") => Ok(OnError::Raise),
+        Ok("collect") => Ok(OnError::Collect),
+        _ => Err(PyValueError::new_err(format!(
+            "Parallel on_error must be 'raise' or 'collect'; got {} {RESERVED_HINT}",
+            on_error.repr()?
+        ))),
+    }
+}
+
+fn parse_merge(merge: Option<&Bound<'_, PyAny>>) -> PyResult<Merge> {
+    let Some(merge) = merge.filter(|m| !m.is_none()) else {
+        return Ok(Merge::Dict);
+    };
+    match merge.extract::<&str>() {
+        Ok("dict") => Ok(Merge::Dict),
+        Ok("list") => Ok(Merge::List),
+        Err(_) if merge.is_callable() => Ok(Merge::Call(merge.clone().unbind())),
+        _ => Err(PyValueError::new_err(format!(
+            "Parallel merge must be 'dict', 'list' or a function of the result dict; got {} \
+             {RESERVED_HINT}",
+            merge.repr()?
+        ))),
     }
 }

@@ -1,0 +1,495 @@
+//! `with_cache`: results memoized by input (or by `key(input)`), shared by every thread and
+//! event loop, with an LRU bound and an optional time to live. Concurrent calls with the same
+//! key are coalesced (single-flight): one computes, the others wait for its outcome.
+//!
+//! Errors are not cached: the callers waiting on a failed computation get its exception, the
+//! next call computes again. A computation interrupted by Ctrl-C or cancelled hands over to one of
+//! its waiters.
+
+use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
+use pyo3::gc::PyVisit;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use pyo3::{intern, PyTraverseError};
+
+use super::base::{Node, Runnable};
+use super::{describe, resilience, Step};
+use crate::config::{parse_timeout, type_name, RunConfig};
+use crate::exec::aio;
+use crate::exec::wait::{self, Signal};
+use crate::exec::{Awaitable, Mode};
+
+enum SlotState {
+    /// Being computed; tasks waiting on it, by loop.
+    Pending {
+        waiters: Vec<(Py<PyAny>, Py<PyAny>)>,
+    },
+    Ready {
+        value: Py<PyAny>,
+        expires: Option<Instant>,
+    },
+    /// The computation raised this exception (not cached: the slot leaves the map).
+    Failed(Py<PyAny>),
+    /// The computation was interrupted or cancelled; waiters look again.
+    Abandoned,
+}
+
+/// One key's entry in the map.
+#[pyclass(frozen)]
+struct Slot {
+    state: Mutex<SlotState>,
+    /// Set when the state leaves `Pending` (for waiting threads).
+    settled: Signal,
+}
+
+/// What a waiter finds once a slot settled.
+enum Settled {
+    Value(Py<PyAny>),
+    Error(Py<PyAny>),
+    Retry,
+}
+
+impl Slot {
+    fn settled(&self, py: Python<'_>) -> Settled {
+        match &*self.state.lock() {
+            SlotState::Ready { value, .. } => Settled::Value(value.clone_ref(py)),
+            SlotState::Failed(exc) => Settled::Error(exc.clone_ref(py)),
+            SlotState::Pending { .. } | SlotState::Abandoned => Settled::Retry,
+        }
+    }
+}
+
+#[pymethods]
+impl Slot {
+    /// Scheduled on a waiting task's loop when the slot settles: resolves its future. A
+    /// future resolved with the slot itself means "look again".
+    fn _resolve(slf: &Bound<'_, Self>, future: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        if future.call_method0(intern!(py, "done"))?.is_truthy()? {
+            return Ok(()); // the waiter was cancelled
+        }
+        match slf.get().settled(py) {
+            Settled::Value(value) => future.call_method1(intern!(py, "set_result"), (value,)),
+            Settled::Error(exc) => future.call_method1(intern!(py, "set_exception"), (exc,)),
+            Settled::Retry => future.call_method1(intern!(py, "set_result"), (slf,)),
+        }
+        .map(drop)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(state) = self.state.try_lock() {
+            match &*state {
+                SlotState::Pending { waiters } => {
+                    for (event_loop, future) in waiters {
+                        visit.call(event_loop)?;
+                        visit.call(future)?;
+                    }
+                }
+                SlotState::Ready { value, .. } => visit.call(value)?,
+                SlotState::Failed(exc) => visit.call(exc)?,
+                SlotState::Abandoned => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Lookup<'py> {
+    Hit(Py<PyAny>),
+    /// Another call computes it.
+    Wait(Bound<'py, Slot>),
+    /// This call computes it, then settles the slot.
+    Lead(Bound<'py, Slot>),
+}
+
+struct Store {
+    /// key -> Slot, least recently used first.
+    map: Py<PyDict>,
+    maxsize: Option<usize>,
+    ttl: Option<Duration>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+// NOTE: the map is a Python dict, so that keys hash and compare as in Python. It is used without
+// a lock of ours: a key's `__hash__`/`__eq__` may run Python code, and a thread holding a Rust lock
+// across that could deadlock on the GIL. Each dict operation is atomic under the GIL, and
+// `setdefault` decides the leader; the remaining races (two threads refreshing one key) only
+// cost a recomputation, never a wrong result.
+impl Store {
+    fn lookup<'py>(&self, key: &Bound<'py, PyAny>) -> PyResult<Lookup<'py>> {
+        let py = key.py();
+        let map = self.map.bind(py);
+        loop {
+            if let Some(found) = map.get_item(key).map_err(|e| unhashable(key, e))? {
+                let slot = found.cast_into::<Slot>()?;
+                let (hit, pending) = match &*slot.get().state.lock() {
+                    SlotState::Ready { value, expires } => (
+                        expires
+                            .is_none_or(|at| at > Instant::now())
+                            .then(|| value.clone_ref(py)),
+                        false,
+                    ),
+                    SlotState::Pending { .. } => (None, true),
+                    SlotState::Failed(_) | SlotState::Abandoned => (None, false),
+                };
+                if pending {
+                    return Ok(Lookup::Wait(slot));
+                }
+                match hit {
+                    Some(value) => {
+                        // Most recently used last. A key removed meanwhile (by another thread,
+                        // while a Python `__eq__` ran) stays removed.
+                        if self.maxsize.is_some() && map.del_item(key).is_ok() {
+                            map.set_item(key, &slot)?;
+                        }
+                        self.hits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(Lookup::Hit(value));
+                    }
+                    None => {
+                        Self::remove(map, key, &slot)?;
+                        continue;
+                    }
+                }
+            }
+            let slot = Bound::new(
+                py,
+                Slot {
+                    state: Mutex::new(SlotState::Pending {
+                        waiters: Vec::new(),
+                    }),
+                    settled: Signal::default(),
+                },
+            )?;
+            let (inserted, _) = map.set_default_with_result(key, &slot)?;
+            if inserted {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                self.evict(map)?;
+                return Ok(Lookup::Lead(slot));
+            }
+        }
+    }
+
+    fn evict(&self, map: &Bound<'_, PyDict>) -> PyResult<()> {
+        let Some(maxsize) = self.maxsize else {
+            return Ok(());
+        };
+        while map.len() > maxsize {
+            let Some((oldest, _)) = map.iter().next() else {
+                break;
+            };
+            map.del_item(oldest)?;
+        }
+        Ok(())
+    }
+
+    /// Removes `key` if it still maps to `slot` (if another thread removed it meanwhile, fine).
+    fn remove(
+        map: &Bound<'_, PyDict>,
+        key: &Bound<'_, PyAny>,
+        slot: &Bound<'_, Slot>,
+    ) -> PyResult<()> {
+        if map.get_item(key)?.is_some_and(|s| s.is(slot)) {
+            let _ = map.del_item(key);
+        }
+        Ok(())
+    }
+
+    /// The leader's outcome: `Ok` is cached, an `Exception` is handed to the waiters, anything
+    /// else (KeyboardInterrupt, CancelledError) hands the computation over.
+    fn settle(
+        &self,
+        key: &Bound<'_, PyAny>,
+        slot: &Bound<'_, Slot>,
+        outcome: Result<&Bound<'_, PyAny>, &Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = key.py();
+        let new_state = match outcome {
+            Ok(value) => SlotState::Ready {
+                value: value.clone().unbind(),
+                expires: self.ttl.and_then(wait::deadline_after),
+            },
+            Err(exc) if exc.is_instance_of::<PyException>() => {
+                SlotState::Failed(exc.clone().unbind())
+            }
+            Err(_) => SlotState::Abandoned,
+        };
+        let cached = matches!(new_state, SlotState::Ready { .. });
+        let old = std::mem::replace(&mut *slot.get().state.lock(), new_state);
+        slot.get().settled.set();
+        if !cached {
+            Self::remove(self.map.bind(py), key, slot)?;
+        }
+        if let SlotState::Pending { waiters } = old {
+            let resolve = slot.getattr(intern!(py, "_resolve"))?;
+            for (event_loop, future) in waiters {
+                // A closed loop raises: its waiter is gone.
+                let _ = event_loop
+                    .bind(py)
+                    .call_method1(intern!(py, "call_soon_threadsafe"), (&resolve, future));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The cache key was not hashable: say what to do.
+fn unhashable(key: &Bound<'_, PyAny>, err: PyErr) -> PyErr {
+    let py = key.py();
+    if !err.is_instance_of::<PyTypeError>(py) || key.hash().is_ok() {
+        return err;
+    }
+    let new = PyTypeError::new_err(format!(
+        "with_cache: the cache key ({}) is not hashable; pass with_cache(key=...) to make a \
+         hashable key from the input, e.g. key=lambda x: json.dumps(x, sort_keys=True)",
+        describe(key)
+    ));
+    new.set_cause(py, Some(err));
+    new
+}
+
+pub(crate) struct CachedNode {
+    inner: Arc<Step>,
+    store: Arc<Store>,
+    /// `key(input)` is the cache key; `None`: the input itself.
+    key: Option<Py<PyAny>>,
+}
+
+impl CachedNode {
+    fn key<'py>(&self, input: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        match &self.key {
+            Some(key) => key.bind(input.py()).call1((input,)),
+            None => Ok(input.clone()),
+        }
+    }
+}
+
+impl Node for CachedNode {
+    fn invoke(
+        &self,
+        py: Python<'_>,
+        input: &Bound<'_, PyAny>,
+        config: &Arc<RunConfig>,
+    ) -> PyResult<Py<PyAny>> {
+        let key = self.key(input)?;
+        loop {
+            match self.store.lookup(&key)? {
+                Lookup::Hit(value) => return Ok(value),
+                Lookup::Wait(slot) => {
+                    wait::wait(py, &slot.get().settled)?;
+                    match slot.get().settled(py) {
+                        Settled::Value(value) => return Ok(value),
+                        Settled::Error(exc) => return Err(PyErr::from_value(exc.into_bound(py))),
+                        Settled::Retry => continue,
+                    }
+                }
+                Lookup::Lead(slot) => {
+                    let result = self.inner.invoke(py, input, config);
+                    match &result {
+                        Ok(value) => self.store.settle(&key, &slot, Ok(value.bind(py)))?,
+                        Err(err) => self
+                            .store
+                            .settle(&key, &slot, Err(err.value(py).as_any()))?,
+                    }
+                    return result;
+                }
+            }
+        }
+    }
+
+    /// Always awaited on the loop: a hit costs no thread.
+    fn mode(&self) -> Mode {
+        Mode::Await
+    }
+
+    fn awaitable<'py>(
+        &self,
+        py: Python<'py>,
+        input: &Bound<'py, PyAny>,
+        config: &Arc<RunConfig>,
+    ) -> PyResult<Awaitable<'py>> {
+        let call = CacheCall {
+            store: Arc::clone(&self.store),
+            key: self.key(input)?.unbind(),
+            step: Arc::clone(&self.inner),
+            input: input.clone().unbind(),
+            config: Arc::clone(config),
+        };
+        Ok(Awaitable::Other(
+            resilience(py, intern!(py, "cached"))?.call1((call,))?,
+        ))
+    }
+
+    fn name(&self, py: Python<'_>) -> String {
+        self.inner.name(py)
+    }
+
+    fn repr(&self, py: Python<'_>) -> PyResult<String> {
+        let maxsize = self
+            .store
+            .maxsize
+            .map_or_else(|| "None".to_owned(), |n| n.to_string());
+        let ttl = self
+            .store
+            .ttl
+            .map_or_else(|| "None".to_owned(), |t| t.as_secs_f64().to_string());
+        Ok(format!(
+            "Cached({}, maxsize={maxsize}, ttl={ttl})",
+            self.inner.object(py).bind(py).repr()?
+        ))
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.inner.traverse(visit)?;
+        visit.call(&self.store.map)?;
+        if let Some(key) = &self.key {
+            visit.call(key)?;
+        }
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// One async call of a cached runnable, driven by `_resilience.cached`.
+#[pyclass(frozen)]
+struct CacheCall {
+    store: Arc<Store>,
+    key: Py<PyAny>,
+    step: Arc<Step>,
+    input: Py<PyAny>,
+    config: Arc<RunConfig>,
+}
+
+#[pymethods]
+impl CacheCall {
+    /// `(value, None, None)` on a hit; `(None, future, slot)` to wait for another call (the
+    /// future resolves to `slot` if that call was cancelled: look again); `(None, None, slot)`
+    /// to compute it here, then `store` or `fail`.
+    fn lookup<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let none = py.None().into_bound(py);
+        match self.store.lookup(self.key.bind(py))? {
+            Lookup::Hit(value) => PyTuple::new(py, [value.into_bound(py), none.clone(), none]),
+            Lookup::Lead(slot) => PyTuple::new(py, [none.clone(), none, slot.into_any()]),
+            Lookup::Wait(slot) => {
+                let (event_loop, future) = aio::loop_future(py)?;
+                let pending = {
+                    let mut state = slot.get().state.lock();
+                    match &mut *state {
+                        SlotState::Pending { waiters } => {
+                            waiters.push((event_loop.unbind(), future.clone().unbind()));
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                if !pending {
+                    // Settled meanwhile (on another thread).
+                    Slot::_resolve(&slot, &future)?;
+                }
+                PyTuple::new(py, [none, future, slot.into_any()])
+            }
+        }
+    }
+
+    fn attempt<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.step
+            .awaitable_any(py, self.input.bind(py), &self.config)
+    }
+
+    fn store(&self, slot: &Bound<'_, Slot>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.store.settle(self.key.bind(slot.py()), slot, Ok(value))
+    }
+
+    fn fail(&self, slot: &Bound<'_, Slot>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.store.settle(self.key.bind(slot.py()), slot, Err(exc))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // The store and the step are shared with the node, which reports them.
+        visit.call(&self.key)?;
+        visit.call(&self.input)
+    }
+}
+
+/// A runnable whose results are memoized (see `Runnable.with_cache`).
+#[pyclass(frozen, extends = Runnable, module = "fastlcel", name = "Cached")]
+pub(crate) struct Cached;
+
+impl Cached {
+    fn store<'a>(slf: &'a Bound<'_, Self>) -> &'a Store {
+        &slf.as_super().get().node_as::<CachedNode>().store
+    }
+}
+
+#[pymethods]
+impl Cached {
+    /// Forgets every cached result.
+    fn cache_clear(slf: &Bound<'_, Self>) {
+        Self::store(slf).map.bind(slf.py()).clear();
+    }
+
+    /// `{"hits": ..., "misses": ..., "size": ..., "maxsize": ...}`.
+    fn cache_info<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
+        let py = slf.py();
+        let store = Self::store(slf);
+        let info = PyDict::new(py);
+        info.set_item("hits", store.hits.load(Ordering::Relaxed))?;
+        info.set_item("misses", store.misses.load(Ordering::Relaxed))?;
+        info.set_item("size", store.map.bind(py).len())?;
+        info.set_item("maxsize", store.maxsize)?;
+        Ok(info)
+    }
+}
+
+/// `runnable.with_cache(maxsize=..., ttl=..., key=...)`.
+pub(crate) fn with_cache(
+    runnable: &Bound<'_, Runnable>,
+    maxsize: Option<i64>,
+    ttl: Option<&Bound<'_, PyAny>>,
+    key: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Py<Cached>> {
+    let py = runnable.py();
+    let maxsize = maxsize
+        .map(|n| {
+            usize::try_from(n).ok().filter(|&n| n >= 1).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "with_cache maxsize must be a positive int, or None for no bound; got {n}"
+                ))
+            })
+        })
+        .transpose()?;
+    let ttl = ttl
+        .filter(|t| !t.is_none())
+        .map(|t| parse_timeout(t, "with_cache ttl").map(Duration::from_secs_f64))
+        .transpose()?;
+    let key = match key.filter(|k| !k.is_none()) {
+        Some(k) if !k.is_callable() => {
+            return Err(PyTypeError::new_err(format!(
+            "with_cache key must be a function of the input that returns a hashable key; got {}",
+            type_name(k)
+        )))
+        }
+        k => k.map(|k| k.clone().unbind()),
+    };
+    let node = CachedNode {
+        inner: Arc::new(Step::Native(runnable.clone().unbind())),
+        store: Arc::new(Store {
+            map: PyDict::new(py).unbind(),
+            maxsize,
+            ttl,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }),
+        key,
+    };
+    Py::new(py, Runnable::init(node).add_subclass(Cached))
+}
