@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+
+use crate::errors::{type_error, value_error};
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::limit::{ConcurrencyLimit, Limiter, RateLimiter};
@@ -58,13 +59,13 @@ impl Policy {
 /// A timeout in seconds: a positive finite number. `what` names it in errors.
 pub(crate) fn parse_timeout(value: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
     let seconds: f64 = value.extract().map_err(|_| {
-        PyTypeError::new_err(format!(
+        type_error(format!(
             "{what} must be a number of seconds; got {}",
             type_name(value)
         ))
     })?;
     if !(seconds > 0.0 && Duration::try_from_secs_f64(seconds).is_ok()) {
-        return Err(PyValueError::new_err(format!(
+        return Err(value_error(format!(
             "{what} must be a positive number of seconds; got {seconds:?}"
         )));
     }
@@ -79,7 +80,7 @@ fn extract_key<T: pyo3::PyClass>(
     match dict.get_item(key)? {
         Some(v) if !v.is_none() => match v.cast::<T>() {
             Ok(obj) => Ok(Some(obj.clone().unbind())),
-            Err(_) => Err(PyTypeError::new_err(format!(
+            Err(_) => Err(type_error(format!(
                 "config['{key}'] must be {expected} or None; got {}",
                 type_name(&v)
             ))),
@@ -99,7 +100,7 @@ impl RunConfig {
             });
         };
         let dict = config.cast::<PyDict>().map_err(|_| {
-            PyTypeError::new_err(format!(
+            type_error(format!(
                 "config must be a dict (a RunnableConfig) or None; got {}",
                 type_name(config)
             ))
@@ -107,13 +108,13 @@ impl RunConfig {
         let max_concurrency = match dict.get_item("max_concurrency")? {
             Some(v) if !v.is_none() => {
                 let n: i64 = v.extract().map_err(|_| {
-                    PyTypeError::new_err(format!(
+                    type_error(format!(
                         "config['max_concurrency'] must be a positive int or None; got {}",
                         type_name(&v)
                     ))
                 })?;
                 if n < 1 {
-                    return Err(PyValueError::new_err(format!(
+                    return Err(value_error(format!(
                         "config['max_concurrency'] must be a positive int or None; got {n}"
                     )));
                 }
@@ -123,7 +124,7 @@ impl RunConfig {
         };
         let recursion_limit = match dict.get_item("recursion_limit")? {
             Some(v) if !v.is_none() => v.extract().map_err(|_| {
-                PyTypeError::new_err(format!(
+                type_error(format!(
                     "config['recursion_limit'] must be an int; got {}",
                     type_name(&v)
                 ))
@@ -271,7 +272,7 @@ impl BatchConfig {
                     .map(|item| RunConfig::parse(Some(&item?)).map(Arc::new))
                     .collect::<PyResult<Vec<_>>>()?;
                 if configs.len() != n {
-                    return Err(PyValueError::new_err(format!(
+                    return Err(value_error(format!(
                         "got {} configs for {n} inputs; pass one config, or one per input",
                         configs.len()
                     )));

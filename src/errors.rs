@@ -4,7 +4,7 @@
 use std::any::Any;
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyTimeoutError};
+use pyo3::exceptions::{PyException, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
@@ -22,34 +22,80 @@ create_exception!(
     "A bug inside fastlcel's Rust code (a Rust panic) surfaced as a Python exception."
 );
 
-/// `StepTimeoutError(FastLcelError, TimeoutError)`.
-// NOTE: made with `type(...)` at import: `create_exception!` takes a single base class, and the
-// error must be both a `FastLcelError` and a builtin `TimeoutError`.
+// NOTE: the errors below are made with `type(...)` at import: `create_exception!` takes a single
+// base class, and each must be both a `FastLcelError` and a builtin error, so that code written
+// for langchain_core (`except ValueError`) keeps working.
 static STEP_TIMEOUT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static TYPE_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static VALUE_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// The class `name(FastLcelError, builtin)` of module `fastlcel`, made once.
+fn dual_type<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyType>>,
+    name: &str,
+    builtin: Bound<'py, PyType>,
+    doc: &str,
+) -> PyResult<&'py Bound<'py, PyType>> {
+    cell.get_or_try_init(py, || {
+        let bases = PyTuple::new(py, [py.get_type::<FastLcelError>(), builtin])?;
+        let namespace = PyDict::new(py);
+        namespace.set_item("__module__", "fastlcel")?;
+        namespace.set_item("__doc__", doc)?;
+        let ty = py.get_type::<PyType>().call1((name, bases, namespace))?;
+        Ok(ty.cast_into::<PyType>()?.unbind())
+    })
+    .map(|ty| ty.bind(py))
+}
 
 fn step_timeout_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
-    STEP_TIMEOUT_ERROR
-        .get_or_try_init(py, || {
-            let bases = PyTuple::new(
-                py,
-                [
-                    py.get_type::<FastLcelError>(),
-                    py.get_type::<PyTimeoutError>(),
-                ],
-            )?;
-            let namespace = PyDict::new(py);
-            namespace.set_item("__module__", "fastlcel")?;
-            namespace.set_item(
-                "__doc__",
-                "A step did not finish within its timeout (``with_timeout`` or the ``timeout`` \
-                 config key). ``step`` is the step's name, ``timeout`` the limit in seconds.",
-            )?;
-            let ty = py
-                .get_type::<PyType>()
-                .call1(("StepTimeoutError", bases, namespace))?;
-            Ok(ty.cast_into::<PyType>()?.unbind())
-        })
-        .map(|ty| ty.bind(py))
+    dual_type(
+        py,
+        &STEP_TIMEOUT_ERROR,
+        "StepTimeoutError",
+        py.get_type::<PyTimeoutError>(),
+        "A step did not finish within its timeout (``with_timeout`` or the ``timeout`` config \
+         key). ``step`` is the step's name, ``timeout`` the limit in seconds.",
+    )
+}
+
+fn type_error_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    dual_type(
+        py,
+        &TYPE_ERROR,
+        "FastLcelTypeError",
+        py.get_type::<PyTypeError>(),
+        "Something given to fastlcel has the wrong type (a step, a config value, an argument); \
+         a ``TypeError`` too.",
+    )
+}
+
+fn value_error_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    dual_type(
+        py,
+        &VALUE_ERROR,
+        "FastLcelValueError",
+        py.get_type::<PyValueError>(),
+        "Something given to fastlcel has a wrong value (a config value, an argument, an input \
+         that must be a dict); a ``ValueError`` too.",
+    )
+}
+
+/// A `FastLcelTypeError` (a `TypeError`) with `message`.
+pub(crate) fn type_error(message: impl Into<String>) -> PyErr {
+    raise(type_error_type, message.into())
+}
+
+/// A `FastLcelValueError` (a `ValueError`) with `message`.
+pub(crate) fn value_error(message: impl Into<String>) -> PyErr {
+    raise(value_error_type, message.into())
+}
+
+fn raise(ty: fn(Python<'_>) -> PyResult<&Bound<'_, PyType>>, message: String) -> PyErr {
+    Python::attach(|py| match ty(py) {
+        Ok(ty) => PyErr::from_type(ty.clone(), (message,)),
+        Err(err) => err,
+    })
 }
 
 /// The exception of a step that did not finish within `seconds`.
@@ -89,6 +135,8 @@ pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("FastLcelError", py.get_type::<FastLcelError>())?;
     m.add("PanicError", py.get_type::<PanicError>())?;
     m.add("StepTimeoutError", step_timeout_type(py)?)?;
+    m.add("FastLcelTypeError", type_error_type(py)?)?;
+    m.add("FastLcelValueError", value_error_type(py)?)?;
     m.add_function(wrap_pyfunction!(_step_timeout_error, m)?)?;
     Ok(())
 }

@@ -24,6 +24,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
             "FastLcelError",
             "PanicError",
             "StepTimeoutError",
+            "FastLcelTypeError",
+            "FastLcelValueError",
             "Runnable",
             "Lambda",
             "Parallel",

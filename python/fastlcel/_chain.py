@@ -22,6 +22,8 @@ from fastlcel._core import (
     Assign,
     Binding,
     Branch,
+    FastLcelTypeError,
+    FastLcelValueError,
     Generator,
     Lambda,
     Parallel,
@@ -85,7 +87,7 @@ async def sequence(steps: tuple[Any, ...], input: Any, config: dict[str, Any]) -
 async def assign(mapper: Parallel, input: Any, config: dict[str, Any]) -> Any:
     if not isinstance(input, dict):
         msg = "The input to RunnablePassthrough.assign() must be a dict."
-        raise ValueError(msg)
+        raise FastLcelValueError(msg)
     return {**input, **(await mapper.ainvoke(input, config))}
 
 
@@ -177,7 +179,7 @@ def transform(
     elif isinstance(runnable, Generator):
         if runnable.func is None:
             msg = f"{runnable!r} has only an async generator function; use astream() instead"
-            raise TypeError(msg)
+            raise FastLcelTypeError(msg)
         func = runnable.func
         yield from func(iter(chunks), **_config_kwarg(func, config), **kwargs)
     elif isinstance(runnable, Lambda):
@@ -196,7 +198,7 @@ def _transform_lambda(
     final = _sum(chunks)
     if lam.func is None:
         msg = f"{lam!r} has only an async function; use astream() instead"
-        raise TypeError(msg)
+        raise FastLcelTypeError(msg)
     output = lam.func(final, **_config_kwarg(lam.func, config), **kwargs)
     if inspect.isgenerator(output) and inspect.isgeneratorfunction(lam.func):
         yield from output
@@ -225,7 +227,7 @@ def _transform_assign(assign: Assign, chunks: Iterable[Any], config: Any) -> Ite
     for chunk in for_input:
         if not isinstance(chunk, dict):
             msg = "The input to RunnablePassthrough.assign() must be a dict."
-            raise ValueError(msg)
+            raise FastLcelValueError(msg)
         kept = AddableDict({k: v for k, v in chunk.items() if k not in computed})
         if kept:
             yield kept
@@ -403,7 +405,7 @@ async def _atransform_assign(assign: Assign, chunks: AsyncIterator[Any], config:
     async for chunk in chunks:
         if not isinstance(chunk, dict):
             msg = "The input to RunnablePassthrough.assign() must be a dict."
-            raise ValueError(msg)
+            raise FastLcelValueError(msg)
         for_mapper.put_nowait(chunk)
         kept = AddableDict({k: v for k, v in chunk.items() if k not in computed})
         if kept:

@@ -25,6 +25,8 @@ __all__ = [
     "FastLcelError",
     "PanicError",
     "StepTimeoutError",
+    "FastLcelTypeError",
+    "FastLcelValueError",
     "Runnable",
     "Lambda",
     "Parallel",
@@ -70,6 +72,17 @@ class StepTimeoutError(FastLcelError, TimeoutError):
 
     step: str
     timeout: float
+
+class FastLcelTypeError(FastLcelError, TypeError):
+    """Something given to fastlcel has the wrong type (a step, a config value, an argument).
+
+    A ``TypeError`` too, so code written for langchain_core keeps catching it.
+    """
+
+class FastLcelValueError(FastLcelError, ValueError):
+    """Something given to fastlcel has a wrong value (a config value, an argument, an input that
+    must be a dict). A ``ValueError`` too, so code written for langchain_core keeps catching it.
+    """
 
 @final
 class RateLimiter:

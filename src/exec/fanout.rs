@@ -35,7 +35,10 @@ pub(crate) enum Notify {
 }
 
 pub(crate) struct FanOut {
-    work: Arc<dyn Work>,
+    /// Given up when the fan-out is over (`retire`): a helper job still queued then must not keep
+    /// the user's runnables alive. Helpers take their own reference when they start.
+    work: Mutex<Option<Arc<dyn Work>>>,
+    len: usize,
     ctx: Context,
     return_exceptions: bool,
     next: AtomicUsize,
@@ -59,7 +62,8 @@ impl FanOut {
     ) -> Arc<Self> {
         let n = work.len();
         Arc::new(Self {
-            work,
+            work: Mutex::new(Some(work)),
+            len: n,
             ctx,
             return_exceptions,
             next: AtomicUsize::new(0),
@@ -104,7 +108,7 @@ impl FanOut {
         let helpers = max_concurrency.unwrap_or(n).min(n) - usize::from(caller_helps);
         let ctx = Context::capture(py)?;
         let fan = Self::new(
-            work,
+            Arc::clone(&work),
             ctx,
             helpers,
             return_exceptions,
@@ -113,14 +117,17 @@ impl FanOut {
         fan.wake_helper();
         if caller_helps {
             while let Some(i) = fan.claim() {
-                fan.run_item(py, i);
+                fan.run_item(py, &*work, i);
             }
         }
         let Notify::Waiter(signal) = &fan.notify else {
             unreachable!("run_until always waits on a Signal")
         };
         match wait::wait_until(py, signal, deadline) {
-            Ok(true) => fan.take_outcome(py).map(Some),
+            Ok(true) => {
+                fan.retire();
+                fan.take_outcome(py).map(Some)
+            }
             Ok(false) => {
                 fan.abort();
                 Ok(None)
@@ -165,10 +172,17 @@ impl FanOut {
     /// Stops handing out items; running ones finish and their results are dropped.
     pub(crate) fn abort(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.retire();
+    }
+
+    /// Gives up the work (call attached, so that the Python objects in it are freed now).
+    fn retire(&self) {
+        drop(self.work.lock().take());
     }
 
     /// The outcome once notified: all results in item order, or the first failure.
     pub(crate) fn take_outcome(&self, _py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
+        self.retire();
         if let Some(err) = self.failure.lock().take() {
             return Err(err);
         }
@@ -186,11 +200,11 @@ impl FanOut {
             return None;
         }
         let i = self.next.fetch_add(1, Ordering::AcqRel);
-        (i < self.work.len()).then_some(i)
+        (i < self.len).then_some(i)
     }
 
     fn unclaimed(&self) -> bool {
-        !self.stop.load(Ordering::Acquire) && self.next.load(Ordering::Acquire) < self.work.len()
+        !self.stop.load(Ordering::Acquire) && self.next.load(Ordering::Acquire) < self.len
     }
 
     fn wake_helper(self: &Arc<Self>) {
@@ -210,27 +224,29 @@ impl FanOut {
 
     /// A pool thread's share of the work.
     fn help(self: Arc<Self>) {
-        if !self.unclaimed() {
+        let work = self.work.lock().clone().filter(|_| self.unclaimed());
+        let Some(work) = work else {
             return Self::release(self);
-        }
+        };
         let Some(_in_flight) = InFlight::enter() else {
             return;
         };
         Python::attach(|py| {
-            let work = || {
+            let run = || {
                 while let Some(i) = self.claim() {
                     self.wake_helper();
                     let _busy = Busy::enter();
-                    self.run_item(py, i);
+                    self.run_item(py, &*work, i);
                     if pool::shutting_down() {
                         break;
                     }
                 }
             };
             match &self.notify {
-                Notify::Loop { event_loop, .. } => aio::with_caller_loop(event_loop, py, work),
-                Notify::Waiter(_) => work(),
+                Notify::Loop { event_loop, .. } => aio::with_caller_loop(event_loop, py, run),
+                Notify::Waiter(_) => run(),
             }
+            drop(work);
             drop(self);
         });
     }
@@ -245,16 +261,13 @@ impl FanOut {
         }
     }
 
-    fn run_item(&self, py: Python<'_>, i: usize) {
-        let timer = self
-            .work
+    fn run_item(&self, py: Python<'_>, work: &dyn Work, i: usize) {
+        let timer = work
             .cost(i)
             .filter(|c| c.wants_sample())
             .map(|c| (c, Instant::now()));
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            self.ctx.run(py, || self.work.run(py, i))
-        }))
-        .unwrap_or_else(|payload| Err(panic_to_pyerr(payload)));
+        let result = catch_unwind(AssertUnwindSafe(|| self.ctx.run(py, || work.run(py, i))))
+            .unwrap_or_else(|payload| Err(panic_to_pyerr(payload)));
         if let Some((cost, started)) = timer {
             cost.observe(started.elapsed());
         }

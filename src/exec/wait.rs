@@ -71,9 +71,10 @@ pub(crate) fn wait_until(
         if set {
             return Ok(true);
         }
-        if pool::shutting_down() {
+        if pool::shutting_down() && pool::in_flight_here() {
             // A pool thread (it holds off finalization, so it may attach): the atexit hook waits
-            // for it, and what it waits for may never come, since no new step starts now.
+            // for it, and what it waits for may never come, since no new step starts now. Any
+            // other thread parks in its next slice.
             return Err(FastLcelError::new_err(
                 "the interpreter is shutting down; fastlcel stopped waiting",
             ));

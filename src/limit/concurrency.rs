@@ -7,9 +7,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use pyo3::exceptions::PyValueError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+
+use crate::errors::value_error;
 use pyo3::{intern, PyTraverseError};
 
 use crate::exec::aio;
@@ -155,7 +156,7 @@ impl ConcurrencyLimit {
             .ok()
             .filter(|&n| n >= 1)
             .ok_or_else(|| {
-                PyValueError::new_err(format!(
+                value_error(format!(
                     "ConcurrencyLimit takes a positive int (calls in flight at once); got {limit}"
                 ))
             })?;

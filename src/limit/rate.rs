@@ -5,8 +5,9 @@
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+
+use crate::errors::value_error;
 use pyo3::sync::PyOnceLock;
 
 use crate::exec::wait;
@@ -56,7 +57,7 @@ impl RateLimiter {
             .filter(|&rps| rps.is_finite() && rps > 0.0)
             .and_then(|rps| Duration::try_from_secs_f64(1.0 / rps).ok())
             .ok_or_else(|| {
-                PyValueError::new_err(format!(
+                value_error(format!(
                     "RateLimiter requests_per_second must be a positive number; got \
                      {requests_per_second:?}"
                 ))
@@ -65,13 +66,13 @@ impl RateLimiter {
             .ok()
             .filter(|&b| b >= 1)
             .ok_or_else(|| {
-                PyValueError::new_err(format!(
+                value_error(format!(
                     "RateLimiter burst must be a positive int (calls allowed at once); got {burst}"
                 ))
             })?;
         let tolerance = interval
             .checked_mul(burst - 1)
-            .ok_or_else(|| PyValueError::new_err("RateLimiter burst is too large for this rate"))?;
+            .ok_or_else(|| value_error("RateLimiter burst is too large for this rate"))?;
         Ok(Self {
             requests_per_second,
             burst,

@@ -3,9 +3,10 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+
+use crate::errors::{type_error, value_error};
 use pyo3::types::{PyList, PyTuple};
 use pyo3::{PyClassInitializer, PyTraverseError};
 
@@ -109,7 +110,7 @@ impl Branch {
     fn py_new(branches: &Bound<'_, PyTuple>) -> PyResult<PyClassInitializer<Self>> {
         let n = branches.len();
         if n < 2 {
-            return Err(PyValueError::new_err(
+            return Err(value_error(
                 "Branch requires at least two branches: (condition, runnable) pairs and a default",
             ));
         }
@@ -117,13 +118,13 @@ impl Branch {
         let mut pairs = Vec::with_capacity(n - 1);
         for (i, branch) in branches.iter().take(n - 1).enumerate() {
             if !(branch.is_instance_of::<PyTuple>() || branch.is_instance_of::<PyList>()) {
-                return Err(PyTypeError::new_err(format!(
+                return Err(type_error(format!(
                     "Branch branch {i} is {}; expected a (condition, runnable) tuple",
                     describe(&branch)
                 )));
             }
             if branch.len()? != 2 {
-                return Err(PyValueError::new_err(format!(
+                return Err(value_error(format!(
                     "Branch branch {i} has {} items; expected a (condition, runnable) pair",
                     branch.len()?
                 )));

@@ -12,9 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+
+use crate::errors::{type_error, value_error};
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::{intern, PyTraverseError};
 
@@ -245,7 +247,7 @@ fn unhashable(key: &Bound<'_, PyAny>, err: PyErr) -> PyErr {
     if !err.is_instance_of::<PyTypeError>(py) || key.hash().is_ok() {
         return err;
     }
-    let new = PyTypeError::new_err(format!(
+    let new = type_error(format!(
         "with_cache: the cache key ({}) is not hashable; pass with_cache(key=...) to make a \
          hashable key from the input, e.g. key=lambda x: json.dumps(x, sort_keys=True)",
         describe(key)
@@ -461,7 +463,7 @@ pub(crate) fn with_cache(
     let maxsize = maxsize
         .map(|n| {
             usize::try_from(n).ok().filter(|&n| n >= 1).ok_or_else(|| {
-                PyValueError::new_err(format!(
+                value_error(format!(
                     "with_cache maxsize must be a positive int, or None for no bound; got {n}"
                 ))
             })
@@ -473,7 +475,7 @@ pub(crate) fn with_cache(
         .transpose()?;
     let key = match key.filter(|k| !k.is_none()) {
         Some(k) if !k.is_callable() => {
-            return Err(PyTypeError::new_err(format!(
+            return Err(type_error(format!(
             "with_cache key must be a function of the input that returns a hashable key; got {}",
             type_name(k)
         )))

@@ -8,9 +8,11 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
+use pyo3::exceptions::PyException;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+
+use crate::errors::{type_error, value_error};
 use pyo3::types::{PyDict, PyString};
 use pyo3::{intern, PyTraverseError};
 
@@ -63,7 +65,7 @@ impl ErrorKey {
 impl FallbacksNode {
     fn check_input(&self, input: &Bound<'_, PyAny>) -> PyResult<()> {
         if self.exception_key.is_some() && !input.is_instance_of::<PyDict>() {
-            return Err(PyValueError::new_err(format!(
+            return Err(value_error(format!(
                 "with_fallbacks(exception_key=...) needs a dict input (the error is added to a \
                  copy of it); got {}",
                 type_name(input)
@@ -175,14 +177,14 @@ pub(crate) fn with_fallbacks(
 ) -> PyResult<Py<Runnable>> {
     let py = runnable.py();
     if fallbacks.is_instance_of::<PyString>() || fallbacks.cast::<PyDict>().is_ok() {
-        return Err(PyTypeError::new_err(format!(
+        return Err(type_error(format!(
             "with_fallbacks takes a list of runnables; got {}",
             describe(fallbacks)
         )));
     }
     let mut steps = vec![Arc::new(Step::Native(runnable.clone().unbind()))];
     let items = fallbacks.try_iter().map_err(|_| {
-        PyTypeError::new_err(format!(
+        type_error(format!(
             "with_fallbacks takes a list of runnables; got {}",
             describe(fallbacks)
         ))
@@ -201,7 +203,7 @@ pub(crate) fn with_fallbacks(
         None => None,
         Some(key) => {
             let key = key.cast::<PyString>().map_err(|_| {
-                PyTypeError::new_err(format!(
+                type_error(format!(
                     "exception_key must be a str or None; got {}",
                     describe(key)
                 ))

@@ -3,9 +3,11 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyRecursionError, PyTypeError};
+use pyo3::exceptions::PyRecursionError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+
+use crate::errors::type_error;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString};
 use pyo3::{intern, PyClassInitializer, PyTraverseError};
@@ -126,7 +128,7 @@ impl LambdaNode {
             if let Some(result) = aio::await_on_caller_loop(py, make) {
                 return result;
             }
-            return Err(PyTypeError::new_err(format!(
+            return Err(type_error(format!(
                 "Lambda({}) has only an async function; it cannot be invoked synchronously. \
                  Use `await runnable.ainvoke(...)` (or abatch) instead",
                 self.name.bind(py)
@@ -160,7 +162,7 @@ impl LambdaNode {
     ) -> PyResult<Self> {
         let py = func.py();
         if !func.is_callable() {
-            return Err(PyTypeError::new_err(format!(
+            return Err(type_error(format!(
                 "Lambda expects a callable; got {}",
                 describe(func)
             )));
@@ -176,7 +178,7 @@ impl LambdaNode {
         let (func, afunc) = match afunc {
             Some(afunc) if is_async_callable(afunc)? => {
                 if is_async_callable(func)? {
-                    return Err(PyTypeError::new_err(
+                    return Err(type_error(
                         "Lambda got an async function as `func` and also an `afunc`; when \
                          passing both, `func` must be a regular (sync) function",
                     ));
@@ -184,7 +186,7 @@ impl LambdaNode {
                 (Some(func), Some(afunc.clone()))
             }
             Some(afunc) => {
-                return Err(PyTypeError::new_err(format!(
+                return Err(type_error(format!(
                     "Lambda `afunc` must be an async function (async def); got {}",
                     describe(afunc)
                 )))

@@ -7,9 +7,10 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use pyo3::exceptions::PyTypeError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+
+use crate::errors::type_error;
 use pyo3::types::PyString;
 use pyo3::{intern, PyTraverseError};
 
@@ -126,7 +127,7 @@ pub(crate) fn with_rate_limit(
     limiter: &Bound<'_, PyAny>,
 ) -> PyResult<Py<Runnable>> {
     let limiter = limiter.cast::<RateLimiter>().map_err(|_| {
-        PyTypeError::new_err(format!(
+        type_error(format!(
             "with_rate_limit takes a fastlcel.RateLimiter (for a cap on calls in flight, use \
              with_concurrency_limit(ConcurrencyLimit(n))); got {}",
             describe(limiter)
@@ -141,7 +142,7 @@ pub(crate) fn with_concurrency_limit(
     limit: &Bound<'_, PyAny>,
 ) -> PyResult<Py<Runnable>> {
     let limit = limit.cast::<ConcurrencyLimit>().map_err(|_| {
-        PyTypeError::new_err(format!(
+        type_error(format!(
             "with_concurrency_limit takes a fastlcel.ConcurrencyLimit (for a request rate, use \
              with_rate_limit(RateLimiter(n))); got {}",
             describe(limit)

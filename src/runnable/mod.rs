@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyBaseException, PyTypeError, PyValueError};
+use pyo3::exceptions::PyBaseException;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+
+use crate::errors::{type_error, value_error};
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 use pyo3::{intern, PyTraverseError};
@@ -84,7 +86,7 @@ impl Step {
             };
             return Ok(Step::Native(Lambda::wrap(obj, kind)?));
         }
-        Err(PyTypeError::new_err(format!(
+        Err(type_error(format!(
             "{owner} is {}; expected a callable, a dict or a runnable",
             describe(obj)
         )))
@@ -130,7 +132,7 @@ impl Step {
                 if let Some(result) = aio::await_on_caller_loop(py, make) {
                     return result;
                 }
-                Err(PyTypeError::new_err(format!(
+                Err(type_error(format!(
                     "{} has only `ainvoke`; it cannot run synchronously. Use `await ...ainvoke(...)`",
                     describe(obj.bind(py))
                 )))
@@ -282,7 +284,7 @@ pub(crate) fn exception_types(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Py
         return Ok(PyTuple::new(py, [obj])?.into_any().unbind());
     }
     let invalid = || {
-        PyTypeError::new_err(format!(
+        type_error(format!(
             "{what} must be a tuple of exception classes, e.g. (ValueError, TimeoutError); got {}",
             describe(obj)
         ))
@@ -295,13 +297,13 @@ pub(crate) fn exception_types(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Py
         .map_err(|_| invalid())?
         .collect::<PyResult<Vec<_>>>()?;
     if let Some(bad) = types.iter().find(|t| !is_exception_type(t)) {
-        return Err(PyTypeError::new_err(format!(
+        return Err(type_error(format!(
             "{what} must hold exception classes only; got {}",
             describe(bad)
         )));
     }
     if types.is_empty() {
-        return Err(PyValueError::new_err(format!(
+        return Err(value_error(format!(
             "{what} is empty; pass (Exception,) to cover every exception"
         )));
     }
@@ -423,7 +425,7 @@ pub(crate) fn resilience<'py>(
 /// Collects `inputs` of a batch call.
 pub(crate) fn collect_inputs(inputs: &Bound<'_, PyAny>) -> PyResult<Vec<Py<PyAny>>> {
     if inputs.is_instance_of::<PyString>() || inputs.cast::<PyDict>().is_ok() {
-        return Err(PyTypeError::new_err(format!(
+        return Err(type_error(format!(
             "batch inputs must be a list of inputs; got {}",
             describe(inputs)
         )));
@@ -431,7 +433,7 @@ pub(crate) fn collect_inputs(inputs: &Bound<'_, PyAny>) -> PyResult<Vec<Py<PyAny
     inputs
         .try_iter()
         .map_err(|_| {
-            PyTypeError::new_err(format!(
+            type_error(format!(
                 "batch inputs must be a list of inputs; got {}",
                 describe(inputs)
             ))

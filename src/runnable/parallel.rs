@@ -3,9 +3,10 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+
+use crate::errors::{type_error, value_error};
 use pyo3::types::{PyDict, PyString};
 use pyo3::{PyClassInitializer, PyTraverseError};
 
@@ -49,7 +50,7 @@ impl ParallelNode {
         let mut steps = Vec::with_capacity(mapping.len());
         for (key, value) in mapping.iter() {
             let key = key.cast_into::<PyString>().map_err(|e| {
-                PyTypeError::new_err(format!(
+                type_error(format!(
                     "Parallel step keys must be str; got {} (use string keys, e.g. \
                      Parallel(summary=...))",
                     describe(e.into_inner().as_any()),
@@ -198,7 +199,7 @@ impl Parallel {
         let merged = PyDict::new(py);
         if let Some(mapping) = mapping.filter(|m| !m.is_none()) {
             let items = mapping.call_method0("items").map_err(|_| {
-                PyTypeError::new_err(format!(
+                type_error(format!(
                     "Parallel() takes a dict of steps; got {}",
                     describe(mapping)
                 ))
@@ -241,7 +242,7 @@ fn parse_on_error(on_error: Option<&Bound<'_, PyAny>>) -> PyResult<OnError> {
     match on_error.extract::<&str>() {
         Ok("raise") => Ok(OnError::Raise),
         Ok("collect") => Ok(OnError::Collect),
-        _ => Err(PyValueError::new_err(format!(
+        _ => Err(value_error(format!(
             "Parallel on_error must be 'raise' or 'collect'; got {} {RESERVED_HINT}",
             on_error.repr()?
         ))),
@@ -256,7 +257,7 @@ fn parse_merge(merge: Option<&Bound<'_, PyAny>>) -> PyResult<Merge> {
         Ok("dict") => Ok(Merge::Dict),
         Ok("list") => Ok(Merge::List),
         Err(_) if merge.is_callable() => Ok(Merge::Call(merge.clone().unbind())),
-        _ => Err(PyValueError::new_err(format!(
+        _ => Err(value_error(format!(
             "Parallel merge must be 'dict', 'list' or a function of the result dict; got {} \
              {RESERVED_HINT}",
             merge.repr()?

@@ -5,9 +5,10 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+
+use crate::errors::{type_error, value_error};
 use pyo3::types::{PyDict, PyList, PyString};
 use pyo3::{PyClassInitializer, PyTraverseError};
 
@@ -22,9 +23,7 @@ use crate::exec::{Awaitable, Mode};
 const NOT_A_DICT: &str = "The input to RunnablePassthrough.assign() must be a dict.";
 
 fn expect_dict<'a, 'py>(input: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyDict>> {
-    input
-        .cast::<PyDict>()
-        .map_err(|_| PyValueError::new_err(NOT_A_DICT))
+    input.cast::<PyDict>().map_err(|_| value_error(NOT_A_DICT))
 }
 
 pub(crate) struct PassthroughNode {
@@ -93,7 +92,7 @@ impl Passthrough {
         let func = match func.filter(|f| !f.is_none()) {
             Some(f) if f.is_callable() => Some(Func::new(f)?),
             Some(f) => {
-                return Err(PyTypeError::new_err(format!(
+                return Err(type_error(format!(
                     "Passthrough expects a callable or None; got {}",
                     describe(f)
                 )))
@@ -198,7 +197,7 @@ impl Assign {
             Err(_) => match mapper.cast::<PyDict>() {
                 Ok(d) => Parallel::wrap(d)?,
                 Err(_) => {
-                    return Err(PyTypeError::new_err(format!(
+                    return Err(type_error(format!(
                         "Assign expects a Parallel or a dict of steps; got {}",
                         describe(mapper)
                     )))
@@ -229,7 +228,7 @@ pub(crate) struct PickNode {
 impl PickNode {
     pub(crate) fn new(keys: &Bound<'_, PyAny>) -> PyResult<Self> {
         let bad = || {
-            PyTypeError::new_err(format!(
+            type_error(format!(
                 "pick() takes a key (str) or a list of keys; got {}",
                 describe(keys)
             ))

@@ -10,9 +10,11 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
+use pyo3::exceptions::PyException;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+
+use crate::errors::{type_error, value_error};
 use pyo3::types::PyDict;
 use pyo3::{intern, PyTraverseError};
 
@@ -50,7 +52,7 @@ impl Backoff {
             return Ok(backoff);
         };
         let params = params.cast::<PyDict>().map_err(|_| {
-            PyTypeError::new_err(format!(
+            type_error(format!(
                 "exponential_jitter_params must be a dict with keys initial, max, exp_base, \
                  jitter; got {}",
                 super::describe(params)
@@ -64,7 +66,7 @@ impl Backoff {
                 "exp_base" => &mut backoff.exp_base,
                 "jitter" => &mut backoff.jitter,
                 _ => {
-                    return Err(PyTypeError::new_err(format!(
+                    return Err(type_error(format!(
                         "exponential_jitter_params has an unknown key '{key}'; the keys are \
                          initial, max, exp_base and jitter"
                     )))
@@ -72,7 +74,7 @@ impl Backoff {
             };
             let seconds: f64 = value.extract()?;
             if !seconds.is_finite() || seconds < 0.0 {
-                return Err(PyValueError::new_err(format!(
+                return Err(value_error(format!(
                     "exponential_jitter_params['{key}'] must be a non-negative number; got \
                      {seconds}"
                 )));
@@ -245,7 +247,7 @@ pub(crate) fn with_retry(
         .ok()
         .filter(|&n| n >= 1)
         .ok_or_else(|| {
-            PyValueError::new_err(format!(
+            value_error(format!(
                 "stop_after_attempt must be a positive int (the number of attempts, the first \
                  included); got {stop_after_attempt}"
             ))

@@ -3,9 +3,10 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+
+use crate::errors::value_error;
 use pyo3::types::{PyList, PyTuple};
 use pyo3::{PyClassInitializer, PyTraverseError};
 
@@ -34,7 +35,7 @@ impl SequenceNode {
             steps.push(Step::coerce(obj, &format!("Sequence step {i}"))?);
         }
         if steps.len() < 2 {
-            return Err(PyValueError::new_err(format!(
+            return Err(value_error(format!(
                 "Sequence must have at least 2 steps, got {}",
                 steps.len()
             )));
