@@ -69,6 +69,15 @@ def run_async(make_coro: Callable[[], Any]) -> Any:
     return result
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Freeze what is alive once the tests are collected (langchain_core, pydantic and the test
+    modules: ~120k objects), so that ``run_async``'s ``gc.collect()`` scans only what the tests
+    create: ~50 ms less per call, the suite runs several times faster. Objects the tests create
+    are collected as before."""
+    gc.collect()
+    gc.freeze()
+
+
 class PeakCounter:
     """Counts calls in flight; ``peak`` is the most seen at once. Usable from threads and tasks."""
 
