@@ -16,7 +16,7 @@ pub(crate) mod pool;
 pub(crate) mod wait;
 
 /// How one item of a [`Work`] runs when it is awaited.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Mode {
     /// It has an awaitable of its own: a task on the caller's event loop.
     Await,

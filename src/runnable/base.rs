@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::sync::Arc;
 
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -33,13 +34,19 @@ pub(crate) trait Node: Send + Sync + 'static {
     ) -> PyResult<Py<PyAny>>;
     /// How it runs when awaited.
     fn mode(&self) -> Mode;
-    /// Its awaitable, for `Mode::Await`.
+    /// Its awaitable, for `Mode::Await` (nodes that are never awaited keep the default).
     fn awaitable<'py>(
         &self,
-        py: Python<'py>,
-        input: &Bound<'py, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Awaitable<'py>>;
+        _py: Python<'py>,
+        _input: &Bound<'py, PyAny>,
+        _config: &Arc<RunConfig>,
+    ) -> PyResult<Awaitable<'py>> {
+        Err(PyRuntimeError::new_err(format!(
+            "fastlcel: a {} is never awaited (its mode is {:?})",
+            std::any::type_name_of_val(self),
+            self.mode()
+        )))
+    }
     /// A gather of its own to await directly in `ainvoke`, where it has one (Parallel).
     fn gather_spec(
         &self,

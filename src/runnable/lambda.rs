@@ -111,6 +111,11 @@ pub(crate) struct LambdaNode {
 }
 
 impl LambdaNode {
+    /// The Python function of `func` (one of this node's), for the getters.
+    fn function(&self, py: Python<'_>, func: &Option<Func>) -> Option<Py<PyAny>> {
+        func.as_ref().map(|f| f.func.clone_ref(py))
+    }
+
     /// Runs the sync function; a runnable it returns is invoked on the same input in its place
     /// (with one less `recursion_limit`).
     pub(crate) fn call(
@@ -309,14 +314,12 @@ impl Lambda {
 
     #[getter]
     fn func(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
-        let py = slf.py();
-        Self::node(slf).func.as_ref().map(|f| f.func.clone_ref(py))
+        Self::node(slf).function(slf.py(), &Self::node(slf).func)
     }
 
     #[getter]
     fn afunc(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
-        let py = slf.py();
-        Self::node(slf).afunc.as_ref().map(|f| f.func.clone_ref(py))
+        Self::node(slf).function(slf.py(), &Self::node(slf).afunc)
     }
 }
 
@@ -343,14 +346,14 @@ impl Generator {
     #[getter]
     fn func(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
         let node: &LambdaNode = slf.as_super().get().node_as();
-        node.func.as_ref().map(|f| f.func.clone_ref(slf.py()))
+        node.function(slf.py(), &node.func)
     }
 
     /// The async generator function, if any.
     #[getter]
     fn afunc(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
         let node: &LambdaNode = slf.as_super().get().node_as();
-        node.afunc.as_ref().map(|f| f.func.clone_ref(slf.py()))
+        node.function(slf.py(), &node.afunc)
     }
 }
 

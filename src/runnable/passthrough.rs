@@ -53,15 +53,6 @@ impl Node for PassthroughNode {
         }
     }
 
-    fn awaitable<'py>(
-        &self,
-        _py: Python<'py>,
-        _input: &Bound<'py, PyAny>,
-        _config: &Arc<RunConfig>,
-    ) -> PyResult<Awaitable<'py>> {
-        unreachable!("Passthrough is never awaited (mode Inline or Pool)")
-    }
-
     fn name(&self, _py: Python<'_>) -> String {
         "Passthrough".to_owned()
     }
@@ -273,15 +264,6 @@ impl Node for PickNode {
 
     fn mode(&self) -> Mode {
         Mode::Inline
-    }
-
-    fn awaitable<'py>(
-        &self,
-        _py: Python<'py>,
-        _input: &Bound<'py, PyAny>,
-        _config: &Arc<RunConfig>,
-    ) -> PyResult<Awaitable<'py>> {
-        unreachable!("Pick is never awaited (mode Inline)")
     }
 
     fn name(&self, py: Python<'_>) -> String {
