@@ -114,8 +114,16 @@ async def binding(bound: Any, input: Any, config: dict[str, Any], kwargs: dict[s
 async def lambda_result(
     awaitable: Any, input: Any, config: dict[str, Any] | None, name: str
 ) -> Any:
-    """Awaits a Lambda's async function; a runnable it returns runs in its place."""
+    """Awaits a Lambda's async function and finishes its output (see lambda_followup)."""
     output = await _asum(awaitable) if inspect.isasyncgen(awaitable) else await awaitable
+    return await lambda_followup(output, input, config, name)
+
+
+async def lambda_followup(output: Any, input: Any, config: dict[str, Any] | None, name: str) -> Any:
+    """A Lambda's output, finished: the chunks of an async generator summed; a runnable it
+    returned run in its place on the same input (one less ``recursion_limit``)."""
+    if inspect.isasyncgen(output):
+        return await _asum(output)
     if _is_runnable(output):
         return await output.ainvoke(input, _child_config(config, f"Lambda({name})", input))
     return output

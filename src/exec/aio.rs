@@ -203,25 +203,56 @@ impl Gather {
         }
         let fresh = this.ctx.fresh(py)?;
         // Made inside the step's own context copy: a task copies the current context.
-        let task = context::enter(&fresh, || match work.awaitable(py, i)? {
-            Awaitable::Future(fut) => Ok(fut),
-            Awaitable::Other(aw) => spawn(this.event_loop.bind(py), aw),
-        });
-        match task {
-            Ok(task) => {
-                this.state.lock().tasks[i] = Some(task.clone().unbind());
-                let done = TaskDone {
-                    gather: slf.clone().unbind(),
-                    index: i,
-                };
-                task.call_method1(intern!(py, "add_done_callback"), (done,))?;
-                Ok(())
-            }
+        let awaitable = context::enter(&fresh, || work.awaitable(py, i));
+        match awaitable {
+            Ok(Awaitable::Future(fut)) => Self::watch(slf, i, fut),
+            Ok(Awaitable::Other(aw)) => Self::await_item(slf, i, aw, &fresh),
             Err(err) => {
                 this.state.lock().running -= 1;
                 Self::finish_item(slf, i, Err(err))
             }
         }
+    }
+
+    /// Runs `aw` as a task for item `i`, in `ctx` (the item's copy of the caller's context).
+    fn await_item(
+        slf: &Bound<'_, Self>,
+        i: usize,
+        aw: Bound<'_, PyAny>,
+        ctx: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        match context::enter(ctx, || spawn(this.event_loop.bind(py), aw)) {
+            Ok(task) => Self::watch(slf, i, task),
+            Err(err) => Self::settle(slf, i, Err(err)),
+        }
+    }
+
+    /// Item `i` is running as `task`: its done callback settles it.
+    fn watch(slf: &Bound<'_, Self>, i: usize, task: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        slf.get().state.lock().tasks[i] = Some(task.clone().unbind());
+        let done = TaskDone {
+            gather: slf.clone().unbind(),
+            index: i,
+        };
+        task.call_method1(intern!(py, "add_done_callback"), (done,))?;
+        Ok(())
+    }
+
+    /// Item `i`'s task is over with `result`: record it and start what may start now.
+    fn settle(slf: &Bound<'_, Self>, i: usize, result: PyResult<Py<PyAny>>) -> PyResult<()> {
+        {
+            let mut st = slf.get().state.lock();
+            if st.finished {
+                return Ok(());
+            }
+            st.tasks[i] = None;
+            st.running -= 1;
+        }
+        Self::finish_item(slf, i, result)?;
+        Self::pump(slf)
     }
 
     fn start_group(slf: &Bound<'_, Self>, unit: usize, items: Arc<[usize]>) -> PyResult<()> {
@@ -373,18 +404,24 @@ struct TaskDone {
 impl TaskDone {
     fn __call__(&self, py: Python<'_>, task: &Bound<'_, PyAny>) -> PyResult<()> {
         // `result()` re-raises the task's exception (marking it retrieved) or CancelledError.
-        let result = task.call_method0(intern!(py, "result")).map(Bound::unbind);
+        let result = task.call_method0(intern!(py, "result"));
         let gather = self.gather.bind(py);
-        {
-            let mut st = gather.get().state.lock();
-            if st.finished {
-                return Ok(());
-            }
-            st.tasks[self.index] = None;
-            st.running -= 1;
+        let this = gather.get();
+        if this.state.lock().finished {
+            return Ok(());
         }
-        Gather::finish_item(gather, self.index, result)?;
-        Gather::pump(gather)
+        if let Ok(output) = &result {
+            match this.spec.work.followup(py, self.index, output) {
+                Ok(None) => {}
+                // More to await for this item: a new task, the same slot, still running.
+                Ok(Some(more)) => {
+                    let ctx = this.ctx.fresh(py)?;
+                    return Gather::await_item(gather, self.index, more, &ctx);
+                }
+                Err(err) => return Gather::settle(gather, self.index, Err(err)),
+            }
+        }
+        Gather::settle(gather, self.index, result.map(Bound::unbind))
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -449,6 +486,14 @@ impl Work for Subset {
     }
     fn awaitable<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Awaitable<'py>> {
         self.work.awaitable(py, self.items[i])
+    }
+    fn followup<'py>(
+        &self,
+        py: Python<'py>,
+        i: usize,
+        output: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.work.followup(py, self.items[i], output)
     }
     fn cost(&self, i: usize) -> Option<&Cost> {
         self.work.cost(self.items[i])

@@ -53,6 +53,17 @@ pub(crate) trait Work: Send + Sync + 'static {
     fn run(&self, py: Python<'_>, i: usize) -> PyResult<Py<PyAny>>;
     fn mode(&self, i: usize) -> Mode;
     fn awaitable<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Awaitable<'py>>;
+    /// When item `i`'s awaitable has produced `output`: more to await before it is its result
+    /// (a Lambda's function returned a runnable), or `None`. Checked on completion, so that the
+    /// common case awaits the user's coroutine with no wrapper around it.
+    fn followup<'py>(
+        &self,
+        _py: Python<'py>,
+        _i: usize,
+        _output: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        Ok(None)
+    }
     /// The cost record of item `i`'s step, if it keeps one (see [`Cost`]).
     fn cost(&self, i: usize) -> Option<&Cost>;
 }

@@ -47,6 +47,26 @@ pub(crate) trait Node: Send + Sync + 'static {
             self.mode()
         )))
     }
+    /// [`Self::awaitable`] whose result may still need [`Self::followup`]: what a gather
+    /// awaits, finishing the result in its done callback instead of a wrapper per call.
+    fn awaitable_unfinished<'py>(
+        &self,
+        py: Python<'py>,
+        input: &Bound<'py, PyAny>,
+        config: &Arc<RunConfig>,
+    ) -> PyResult<Awaitable<'py>> {
+        self.awaitable(py, input, config)
+    }
+    /// What remains to await when `awaitable_unfinished` produced `output`, if anything.
+    fn followup<'py>(
+        &self,
+        _py: Python<'py>,
+        _input: &Bound<'py, PyAny>,
+        _config: &Arc<RunConfig>,
+        _output: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        Ok(None)
+    }
     /// A gather of its own to await directly in `ainvoke`, where it has one (Parallel).
     fn gather_spec(
         &self,

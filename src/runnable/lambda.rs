@@ -13,7 +13,7 @@ use pyo3::types::{PyDict, PyList, PyString};
 use pyo3::{intern, PyClassInitializer, PyTraverseError};
 
 use super::base::{Node, Runnable};
-use super::{chain_helper, describe, returned_runnable};
+use super::{chain_helper, describe, may_be_runnable, returned_runnable};
 use crate::config::RunConfig;
 use crate::exec::{aio, Awaitable, Mode};
 
@@ -24,6 +24,8 @@ pub(crate) struct Func {
     takes_config: bool,
     /// A generator function: `invoke` returns the sum (`+`) of its chunks, as langchain's does.
     generator: bool,
+    /// An async generator function.
+    async_generator: bool,
 }
 
 impl Func {
@@ -32,6 +34,7 @@ impl Func {
             func: func.clone().unbind(),
             takes_config: takes_config(func)?,
             generator: inspect(func.py(), "isgeneratorfunction", func)?,
+            async_generator: inspect(func.py(), "isasyncgenfunction", func)?,
         })
     }
 
@@ -111,6 +114,25 @@ pub(crate) struct LambdaNode {
 }
 
 impl LambdaNode {
+    /// The coroutine (or async generator) of the async function on `input`.
+    fn acall<'py>(
+        &self,
+        py: Python<'py>,
+        input: &Bound<'py, PyAny>,
+        config: &Arc<RunConfig>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let afunc = self
+            .afunc
+            .as_ref()
+            .expect("Mode::Await Lambdas have an afunc");
+        if self.kind == LambdaKind::Generator {
+            let chunks = chain_helper(py, "asingle")?.call1((input,))?;
+            afunc.call(py, &chunks, config)
+        } else {
+            afunc.call(py, input, config)
+        }
+    }
+
     /// The Python function of `func` (one of this node's), for the getters.
     fn function(&self, py: Python<'_>, func: &Option<Func>) -> Option<Py<PyAny>> {
         func.as_ref().map(|f| f.func.clone_ref(py))
@@ -226,20 +248,46 @@ impl Node for LambdaNode {
         input: &Bound<'py, PyAny>,
         config: &Arc<RunConfig>,
     ) -> PyResult<Awaitable<'py>> {
-        let afunc = self
-            .afunc
-            .as_ref()
-            .expect("Mode::Await Lambdas have an afunc");
-        let coro = if self.kind == LambdaKind::Generator {
-            let chunks = chain_helper(py, "asingle")?.call1((input,))?;
-            afunc.call(py, &chunks, config)?
-        } else {
-            afunc.call(py, input, config)?
-        };
+        let coro = self.acall(py, input, config)?;
         // The function may return a runnable to run in its place: awaited by the helper.
         let helper = chain_helper(py, "lambda_result")?;
         let args = (coro, input, config.user_or_none(py), self.name.bind(py));
         Ok(Awaitable::Other(helper.call1(args)?))
+    }
+
+    // NOTE: a gather awaits the function's own coroutine and checks its result in the done
+    // callback; wrapping every call in a coroutine (as `awaitable` does) costs ~1-2.6 µs per
+    // item, which made `abatch` 10% slower than `asyncio.gather`.
+    fn awaitable_unfinished<'py>(
+        &self,
+        py: Python<'py>,
+        input: &Bound<'py, PyAny>,
+        config: &Arc<RunConfig>,
+    ) -> PyResult<Awaitable<'py>> {
+        match &self.afunc {
+            // An async generator is no coroutine: its chunks are summed by the helper.
+            Some(afunc) if !afunc.async_generator => {
+                Ok(Awaitable::Other(self.acall(py, input, config)?))
+            }
+            _ => self.awaitable(py, input, config),
+        }
+    }
+
+    fn followup<'py>(
+        &self,
+        py: Python<'py>,
+        input: &Bound<'py, PyAny>,
+        config: &Arc<RunConfig>,
+        output: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        // SAFETY: a type check on a live object we hold.
+        let async_gen = unsafe { pyo3::ffi::PyAsyncGen_CheckExact(output.as_ptr()) } != 0;
+        if !async_gen && !may_be_runnable(output)? {
+            return Ok(None);
+        }
+        let helper = chain_helper(py, "lambda_followup")?;
+        let args = (output, input, config.user_or_none(py), self.name.bind(py));
+        Ok(Some(helper.call1(args)?))
     }
 
     fn mode(&self) -> Mode {

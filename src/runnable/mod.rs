@@ -371,7 +371,26 @@ impl Work for Calls {
 
     fn awaitable<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Awaitable<'py>> {
         let (step, input, config) = self.item(i);
-        step.awaitable(py, input.bind(py), config)
+        match step {
+            Step::Native(r) => r
+                .get()
+                .node
+                .awaitable_unfinished(py, input.bind(py), config),
+            Step::Foreign { .. } => step.awaitable(py, input.bind(py), config),
+        }
+    }
+
+    fn followup<'py>(
+        &self,
+        py: Python<'py>,
+        i: usize,
+        output: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let (step, input, config) = self.item(i);
+        match step {
+            Step::Native(r) => r.get().node.followup(py, input.bind(py), config, output),
+            Step::Foreign { .. } => Ok(None),
+        }
     }
 
     fn cost(&self, i: usize) -> Option<&Cost> {
@@ -462,9 +481,24 @@ pub(crate) fn returned_runnable(obj: &Bound<'_, PyAny>) -> PyResult<Option<Step>
     if obj.cast::<Runnable>().is_ok() {
         return Ok(Some(Step::coerce(obj, "returned runnable")?));
     }
-    // The usual outputs are plain data: rule them out without an attribute lookup (a failed
-    // hasattr costs an exception, more than a trivial step). Else only a type with `invoke`
-    // can be a runnable.
+    if !may_be_runnable(obj)? {
+        return Ok(None);
+    }
+    let modules = obj.py().import("sys")?.getattr("modules")?;
+    if let Ok(base) = modules.get_item("langchain_core.runnables.base") {
+        if obj.is_instance(&base.getattr("Runnable")?)? {
+            return Ok(Some(Step::coerce(obj, "returned runnable")?));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether `obj` could be a runnable: false, cheaply, for what functions usually return.
+///
+/// Plain data is ruled out by its exact type; any other type is asked once whether it has
+/// `invoke` (a failed `hasattr` raises an exception inside, which costs more than a trivial
+/// step) and the answer is kept per type.
+pub(crate) fn may_be_runnable(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     let py = obj.py();
     let plain = obj.is_none()
         || obj.is_exact_instance_of::<PyString>()
@@ -474,16 +508,27 @@ pub(crate) fn returned_runnable(obj: &Bound<'_, PyAny>) -> PyResult<Option<Step>
         || obj.is_exact_instance_of::<PyDict>()
         || obj.is_exact_instance_of::<PyList>()
         || obj.is_exact_instance_of::<PyTuple>();
-    if plain || !obj.get_type().hasattr(intern!(py, "invoke"))? {
-        return Ok(None);
+    if plain {
+        return Ok(false);
     }
-    let modules = py.import("sys")?.getattr("modules")?;
-    if let Ok(base) = modules.get_item("langchain_core.runnables.base") {
-        if obj.is_instance(&base.getattr("Runnable")?)? {
-            return Ok(Some(Step::coerce(obj, "returned runnable")?));
-        }
+    if obj.cast::<Runnable>().is_ok() {
+        return Ok(true);
     }
-    Ok(None)
+    /// Type -> has `invoke`; cleared when large (types made on the fly would grow it).
+    static HAS_INVOKE: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
+    let cache = HAS_INVOKE
+        .get_or_init(py, || PyDict::new(py).unbind())
+        .bind(py);
+    let ty = obj.get_type();
+    if let Some(known) = cache.get_item(&ty)? {
+        return known.is_truthy();
+    }
+    let has = ty.hasattr(intern!(py, "invoke"))?;
+    if cache.len() >= 1024 {
+        cache.clear();
+    }
+    cache.set_item(ty, has)?;
+    Ok(has)
 }
 
 pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
