@@ -202,11 +202,13 @@ impl Gather {
             return Self::finish_item(slf, i, result);
         }
         let fresh = this.ctx.fresh(py)?;
-        // Made inside the step's own context copy: a task copies the current context.
-        let awaitable = context::enter(&fresh, || work.awaitable(py, i));
-        match awaitable {
-            Ok(Awaitable::Future(fut)) => Self::watch(slf, i, fut),
-            Ok(Awaitable::Other(aw)) => Self::await_item(slf, i, aw, &fresh),
+        // Made inside the step's own context copy, which a task copies too.
+        let task = context::enter(&fresh, || match work.awaitable(py, i)? {
+            Awaitable::Future(fut) => Ok(fut),
+            Awaitable::Other(aw) => spawn(this.event_loop.bind(py), aw),
+        });
+        match task {
+            Ok(task) => Self::watch(slf, i, task),
             Err(err) => {
                 this.state.lock().running -= 1;
                 Self::finish_item(slf, i, Err(err))
