@@ -111,11 +111,19 @@ async def binding(bound: Any, input: Any, config: dict[str, Any], kwargs: dict[s
     return await bound.ainvoke(input, config, **kwargs)
 
 
+# Outputs that need no follow-up, recognised by exact type (the common case, kept cheap).
+_PLAIN = frozenset({str, int, float, bool, dict, list, tuple, type(None)})
+
+
 async def lambda_result(
     awaitable: Any, input: Any, config: dict[str, Any] | None, name: str
 ) -> Any:
     """Awaits a Lambda's async function and finishes its output (see lambda_followup)."""
-    output = await _asum(awaitable) if inspect.isasyncgen(awaitable) else await awaitable
+    if inspect.isasyncgen(awaitable):
+        return await _asum(awaitable)
+    output = await awaitable
+    if type(output) in _PLAIN:
+        return output
     return await lambda_followup(output, input, config, name)
 
 
