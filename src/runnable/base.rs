@@ -96,6 +96,15 @@ impl Runnable {
         })
     }
 
+    /// A new object of the subclass `subclass` around `node`, as a runnable.
+    pub(crate) fn create<S>(py: Python<'_>, node: impl Node, subclass: S) -> PyResult<Py<Runnable>>
+    where
+        S: pyo3::PyClass<BaseType = Runnable>,
+    {
+        let init = Self::init(node).add_subclass(subclass);
+        Ok(Bound::new(py, init)?.into_super().unbind())
+    }
+
     /// The node of a runnable known to be of kind `N` (the subclasses' getters).
     pub(crate) fn node_as<N: Node>(&self) -> &N {
         self.node

@@ -91,8 +91,7 @@ pub(crate) struct Binding;
 
 impl Binding {
     pub(crate) fn make(py: Python<'_>, node: BindingNode) -> PyResult<Py<Runnable>> {
-        let init = Runnable::init(node).add_subclass(Binding);
-        Ok(Bound::new(py, init)?.into_super().unbind())
+        Runnable::create(py, node, Binding)
     }
 }
 

@@ -334,12 +334,11 @@ impl Lambda {
     pub(crate) fn wrap(func: &Bound<'_, PyAny>, kind: LambdaKind) -> PyResult<Py<Runnable>> {
         let py = func.py();
         let node = LambdaNode::new(func, None, None, kind)?;
-        let obj = if kind == LambdaKind::Generator {
-            Bound::new(py, Runnable::init(node).add_subclass(Generator))?.into_super()
+        if kind == LambdaKind::Generator {
+            Runnable::create(py, node, Generator)
         } else {
-            Bound::new(py, Runnable::init(node).add_subclass(Lambda))?.into_super()
-        };
-        Ok(obj.unbind())
+            Runnable::create(py, node, Lambda)
+        }
     }
 
     fn node<'a>(slf: &'a Bound<'_, Self>) -> &'a LambdaNode {

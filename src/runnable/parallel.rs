@@ -176,8 +176,7 @@ impl Parallel {
     /// A dict met where a runnable was expected.
     pub(crate) fn wrap(mapping: &Bound<'_, PyDict>) -> PyResult<Py<Runnable>> {
         let node = ParallelNode::from_mapping(mapping)?;
-        let init = Runnable::init(node).add_subclass(Parallel);
-        Ok(Bound::new(mapping.py(), init)?.into_super().unbind())
+        Runnable::create(mapping.py(), node, Parallel)
     }
 }
 

@@ -174,8 +174,7 @@ impl Assign {
             None => PyDict::new(py),
         };
         let mapper = Parallel::wrap(&steps)?;
-        let init = Runnable::init(AssignNode { mapper }).add_subclass(Assign);
-        Ok(Bound::new(py, init)?.into_super().unbind())
+        Runnable::create(py, AssignNode { mapper }, Assign)
     }
 }
 
@@ -300,8 +299,7 @@ pub(crate) struct Pick;
 
 impl Pick {
     pub(crate) fn make(keys: &Bound<'_, PyAny>) -> PyResult<Py<Runnable>> {
-        let init = Runnable::init(PickNode::new(keys)?).add_subclass(Pick);
-        Ok(Bound::new(keys.py(), init)?.into_super().unbind())
+        Runnable::create(keys.py(), PickNode::new(keys)?, Pick)
     }
 }
 

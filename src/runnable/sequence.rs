@@ -110,8 +110,7 @@ pub(crate) struct Sequence;
 
 impl Sequence {
     pub(crate) fn make(py: Python<'_>, node: SequenceNode) -> PyResult<Py<Runnable>> {
-        let init = Runnable::init(node).add_subclass(Sequence);
-        Ok(Bound::new(py, init)?.into_super().unbind())
+        Runnable::create(py, node, Sequence)
     }
 }
 
