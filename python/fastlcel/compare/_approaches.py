@@ -9,6 +9,8 @@ runnables) and returns ``go()``, the timed part. ``go()`` of an async approach r
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib
 import importlib.util
 import multiprocessing
 from collections.abc import Awaitable, Sequence
@@ -155,73 +157,40 @@ def _to_thread(wl: Workload, inputs: Sequence[int], o: Options) -> Go:
     return lambda: _run_async(wl, run)
 
 
-# --------------------------------------------------------------------------- langchain_core
+# -------------------------------------------------------------- langchain_core and fastlcel
+# The same four approaches for both libraries: fastlcel is a drop-in, so each builder takes the
+# module that provides RunnableLambda and RunnableParallel.
+
+_LIBRARIES = {"langchain": "langchain_core.runnables", "fastlcel": "fastlcel"}
 
 
-def _lc_batch(wl: Workload, inputs: Sequence[int], o: Options) -> Go:
-    from langchain_core.runnables import RunnableLambda
+def _runnables(family: str) -> Any:
+    return importlib.import_module(_LIBRARIES[family])
 
-    runnable = RunnableLambda(_as_def(wl.sync_fn, wl.name))
+
+def _lib_batch(family: str, wl: Workload, inputs: Sequence[int], o: Options) -> Go:
+    runnable = _runnables(family).RunnableLambda(_as_def(wl.sync_fn, wl.name))
     config = _config(o)
     return lambda: runnable.batch(list(inputs), config=config)
 
 
-def _lc_abatch_async(wl: Workload, inputs: Sequence[int], o: Options) -> Go:
-    from langchain_core.runnables import RunnableLambda
-
-    runnable = RunnableLambda(_as_async_def(wl.async_fn, wl.name))
+def _lib_abatch_async(family: str, wl: Workload, inputs: Sequence[int], o: Options) -> Go:
+    runnable = _runnables(family).RunnableLambda(_as_async_def(wl.async_fn, wl.name))
     config = _config(o)
     return lambda: _run_async(wl, lambda: runnable.abatch(list(inputs), config=config))
 
 
-def _lc_abatch_sync(wl: Workload, inputs: Sequence[int], o: Options) -> Go:
-    from langchain_core.runnables import RunnableLambda
-
-    runnable = RunnableLambda(_as_def(wl.sync_fn, wl.name))
+def _lib_abatch_sync(family: str, wl: Workload, inputs: Sequence[int], o: Options) -> Go:
+    runnable = _runnables(family).RunnableLambda(_as_def(wl.sync_fn, wl.name))
     config = _config(o)
     return lambda: _run_async(wl, lambda: runnable.abatch(list(inputs), config=config))
 
 
-def _lc_parallel(wl: Workload, inputs: Sequence[int], o: Options) -> Go:
-    from langchain_core.runnables import RunnableLambda, RunnableParallel
-
-    steps = {f"item{i}": RunnableLambda(_step(wl.sync_fn, i)) for i in inputs}
-    runnable = RunnableParallel(steps)
-    config = _config(o)
-    return lambda: list(runnable.invoke(None, config=config).values())
-
-
-# --------------------------------------------------------------------------- fastlcel
-
-
-def _fl_batch(wl: Workload, inputs: Sequence[int], o: Options) -> Go:
-    from fastlcel import Lambda
-
-    runnable = Lambda(_as_def(wl.sync_fn, wl.name))
-    config = _config(o)
-    return lambda: runnable.batch(list(inputs), config=config)
-
-
-def _fl_abatch_async(wl: Workload, inputs: Sequence[int], o: Options) -> Go:
-    from fastlcel import Lambda
-
-    runnable = Lambda(_as_async_def(wl.async_fn, wl.name))
-    config = _config(o)
-    return lambda: _run_async(wl, lambda: runnable.abatch(list(inputs), config=config))
-
-
-def _fl_abatch_sync(wl: Workload, inputs: Sequence[int], o: Options) -> Go:
-    from fastlcel import Lambda
-
-    runnable = Lambda(_as_def(wl.sync_fn, wl.name))
-    config = _config(o)
-    return lambda: _run_async(wl, lambda: runnable.abatch(list(inputs), config=config))
-
-
-def _fl_parallel(wl: Workload, inputs: Sequence[int], o: Options) -> Go:
-    from fastlcel import Lambda, Parallel
-
-    runnable = Parallel({f"item{i}": Lambda(_step(wl.sync_fn, i)) for i in inputs})
+def _lib_parallel(family: str, wl: Workload, inputs: Sequence[int], o: Options) -> Go:
+    lib = _runnables(family)
+    runnable = lib.RunnableParallel(
+        {f"item{i}": lib.RunnableLambda(_step(wl.sync_fn, i)) for i in inputs}
+    )
     config = _config(o)
     return lambda: list(runnable.invoke(None, config=config).values())
 
@@ -251,66 +220,32 @@ APPROACHES: tuple[Approach, ...] = (
         lambda o, n: "asyncio.gather of asyncio.to_thread",
         _to_thread,
     ),
-    Approach(
-        "langchain-batch",
-        "langchain",
-        "sync",
-        lambda o, n: f"langchain RunnableLambda.batch{_cap(o)}",
-        _lc_batch,
-        requires="langchain_core",
-    ),
-    Approach(
-        "langchain-abatch-async",
-        "langchain",
-        "async",
-        lambda o, n: f"langchain RunnableLambda.abatch, async def{_cap(o)}",
-        _lc_abatch_async,
-        requires="langchain_core",
-    ),
-    Approach(
-        "langchain-abatch-sync",
-        "langchain",
-        "sync",
-        lambda o, n: f"langchain RunnableLambda.abatch, sync def{_cap(o)}",
-        _lc_abatch_sync,
-        requires="langchain_core",
-    ),
-    Approach(
-        "langchain-parallel",
-        "langchain",
-        "sync",
-        lambda o, n: f"langchain RunnableParallel({n} steps).invoke{_cap(o)}",
-        _lc_parallel,
-        requires="langchain_core",
-    ),
-    Approach(
-        "fastlcel-batch",
-        "fastlcel",
-        "sync",
-        lambda o, n: f"fastlcel Lambda.batch{_cap(o)}",
-        _fl_batch,
-    ),
-    Approach(
-        "fastlcel-abatch-async",
-        "fastlcel",
-        "async",
-        lambda o, n: f"fastlcel Lambda.abatch, async def{_cap(o)}",
-        _fl_abatch_async,
-    ),
-    Approach(
-        "fastlcel-abatch-sync",
-        "fastlcel",
-        "sync",
-        lambda o, n: f"fastlcel Lambda.abatch, sync def{_cap(o)}",
-        _fl_abatch_sync,
-    ),
-    Approach(
-        "fastlcel-parallel",
-        "fastlcel",
-        "sync",
-        lambda o, n: f"fastlcel Parallel({n} steps).invoke{_cap(o)}",
-        _fl_parallel,
-    ),
+)
+
+# (key suffix, style, label after the library's class prefix, builder)
+_LIBRARY_APPROACHES = (
+    ("batch", "sync", lambda o, n: f"Lambda.batch{_cap(o)}", _lib_batch),
+    ("abatch-async", "async", lambda o, n: f"Lambda.abatch, async def{_cap(o)}", _lib_abatch_async),
+    ("abatch-sync", "sync", lambda o, n: f"Lambda.abatch, sync def{_cap(o)}", _lib_abatch_sync),
+    ("parallel", "sync", lambda o, n: f"Parallel({n} steps).invoke{_cap(o)}", _lib_parallel),
+)
+
+
+def _library_approach(family: str, suffix: str, style: str, label: Any, build: Any) -> Approach:
+    # langchain_core's classes carry the Runnable prefix: "RunnableLambda.batch".
+    prefix = "langchain Runnable" if family == "langchain" else "fastlcel "
+    return Approach(
+        f"{family}-{suffix}",
+        family,
+        style,
+        lambda o, n: prefix + label(o, n),
+        functools.partial(build, family),
+        requires="langchain_core" if family == "langchain" else None,
+    )
+
+
+APPROACHES += tuple(
+    _library_approach(family, *spec) for family in _LIBRARIES for spec in _LIBRARY_APPROACHES
 )
 
 APPROACH_KEYS = tuple(a.key for a in APPROACHES)
