@@ -175,40 +175,24 @@ def test_invoke_raises_without_waiting_for_a_slow_sibling(failing_first: bool) -
     assert elapsed < SLOW / 2, f"invoke waited {elapsed:.2f}s for the slow sibling"
 
 
+def sync_fast_failure(_x: object) -> None:
+    time.sleep(0.01)
+    raise StepError("fast failure")
+
+
+async def async_fast_failure(_x: object) -> None:
+    await asyncio.sleep(0.01)
+    raise StepError("fast failure")
+
+
 @pytest.mark.timeout(10)
-def test_ainvoke_of_sync_steps_raises_without_waiting_for_a_slow_sibling() -> None:
+@pytest.mark.parametrize("fail", [sync_fast_failure, async_fast_failure], ids=["sync", "async"])
+def test_ainvoke_failure_does_not_wait_for_a_slow_sync_sibling(fail) -> None:
     release = threading.Event()
 
     def slow(_x: object) -> str:
         release.wait(SLOW)
         return "slow"
-
-    def fail(_x: object) -> None:
-        time.sleep(0.01)
-        raise StepError("fast failure")
-
-    par = Parallel(slow=slow, fail=fail)
-    start = time.monotonic()
-    try:
-        with pytest.raises(StepError):
-            run_async(lambda: par.ainvoke(None))
-        elapsed = time.monotonic() - start
-    finally:
-        release.set()
-    assert elapsed < SLOW / 2, f"ainvoke waited {elapsed:.2f}s for the slow sibling"
-
-
-@pytest.mark.timeout(10)
-def test_ainvoke_async_failure_does_not_wait_for_a_slow_sync_sibling() -> None:
-    release = threading.Event()
-
-    def slow(_x: object) -> str:
-        release.wait(SLOW)
-        return "slow"
-
-    async def fail(_x: object) -> None:
-        await asyncio.sleep(0.01)
-        raise StepError("fast failure")
 
     par = Parallel(slow=slow, fail=fail)
     start = time.monotonic()
@@ -242,60 +226,35 @@ def test_batch_raises_without_waiting_for_a_slow_item() -> None:
     assert elapsed < SLOW / 2, f"batch waited {elapsed:.2f}s for the slow items"
 
 
-def test_unstarted_steps_never_start_after_a_failure() -> None:
+@pytest.mark.parametrize(
+    ("async_steps", "awaited"),
+    [(False, False), (True, True), (False, True)],
+    ids=["invoke", "ainvoke-async-steps", "ainvoke-sync-steps"],
+)
+def test_unstarted_steps_never_start_after_a_failure(async_steps: bool, awaited: bool) -> None:
     started: list[str] = []
 
-    def fail(_x: object) -> None:
-        started.append("fail")
-        raise StepError("first")
+    def record(name: str, *, fails: bool = False):
+        def run() -> None:
+            started.append(name)
+            if fails:
+                raise StepError("first")
 
-    def record(name: str):
+        async def astep(_x: object) -> None:
+            run()
+
         def step(_x: object) -> None:
-            started.append(name)
+            run()
 
-        return step
+        return astep if async_steps else step
 
-    par = Parallel(fail=fail, b=record("b"), c=record("c"), d=record("d"))
+    par = Parallel(fail=record("fail", fails=True), b=record("b"), c=record("c"), d=record("d"))
+    config = {"max_concurrency": 1}
     with pytest.raises(StepError):
-        par.invoke(None, {"max_concurrency": 1})
-    assert started == ["fail"]
-
-
-def test_async_unstarted_steps_never_start_after_a_failure() -> None:
-    started: list[str] = []
-
-    async def fail(_x: object) -> None:
-        started.append("fail")
-        raise StepError("first")
-
-    def record(name: str):
-        async def step(_x: object) -> None:
-            started.append(name)
-
-        return step
-
-    par = Parallel(fail=fail, b=record("b"), c=record("c"), d=record("d"))
-    with pytest.raises(StepError):
-        run_async(lambda: par.ainvoke(None, {"max_concurrency": 1}))
-    assert started == ["fail"]
-
-
-def test_awaited_sync_unstarted_steps_never_start_after_a_failure() -> None:
-    started: list[str] = []
-
-    def fail(_x: object) -> None:
-        started.append("fail")
-        raise StepError("first")
-
-    def record(name: str):
-        def step(_x: object) -> None:
-            started.append(name)
-
-        return step
-
-    par = Parallel(fail=fail, b=record("b"), c=record("c"), d=record("d"))
-    with pytest.raises(StepError):
-        run_async(lambda: par.ainvoke(None, {"max_concurrency": 1}))
+        if awaited:
+            run_async(lambda: par.ainvoke(None, config))
+        else:
+            par.invoke(None, config)
     assert started == ["fail"]
 
 
