@@ -13,11 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import faulthandler
-import json
-import os
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 from bench_core import (
@@ -29,13 +26,10 @@ from bench_core import (
     OthersLoad,
     Runner,
     _bound,
-    _cores,
-    busy_cores,
     fastlcel_build,
     machine,
     ours,
-    render_table,
-    to_json,
+    report,
     versions,
 )
 from langchain_core import runnables as langchain_runnables
@@ -222,26 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
-    m = meta["machine"]
-    meta["wall_s"] = time.perf_counter() - wall
-    m["busy_cores_during"] = others.cores()
-    m["loadavg_1m_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    m["busy_cores_after"] = busy_cores()
-
-    v = meta["versions"]
-    busy = [m["busy_cores_before"], m["busy_cores_during"], m["busy_cores_after"]]
-    print(
-        f"fastlcel {v['fastlcel']} | langchain_core {v['langchain_core']} | {v['python']} | "
-        f"nproc {m['nproc']} | other processes' cores before/during/after "
-        f"{'/'.join(_cores(b) for b in busy)} | {meta['mode']} run, {meta['wall_s']:.0f} s"
-    )
-    print("median time of one operation; ratio = peer / fastlcel (higher: fastlcel faster)")
-    if max((b for b in busy if b is not None), default=0.0) > 0.2:
-        print("WARNING: other processes kept cores busy around or during this run; noisy numbers")
-    print(render_table(cases))
-    if args.json:
-        Path(args.json).write_text(json.dumps(to_json(cases, meta), indent=2) + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
+    report(cases, meta, wall, others, args.json)
     return 0
 
 

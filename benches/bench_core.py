@@ -598,11 +598,19 @@ def main(argv: list[str] | None = None) -> int:
         pool.shutdown()
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
-    meta["wall_s"] = time.perf_counter() - wall
-    meta["machine"]["busy_cores_during"] = others.cores()
-    meta["machine"]["loadavg_1m_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    report(cases, meta, wall, others, args.json)
+    return 0
 
+
+def report(
+    cases: list[Case], meta: dict[str, Any], wall: float, others: OthersLoad, json_path: str | None
+) -> None:
+    """Completes ``meta`` for a run that started at ``wall`` (perf_counter) and prints the header,
+    a warning when other processes were busy, and the table; writes the JSON if asked."""
     m = meta["machine"]
+    meta["wall_s"] = time.perf_counter() - wall
+    m["busy_cores_during"] = others.cores()
+    m["loadavg_1m_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     m["busy_cores_after"] = busy_cores()
     v = meta["versions"]
     print(
@@ -620,10 +628,9 @@ def main(argv: list[str] | None = None) -> int:
             f" {m['nproc']} cores busy around or during this run; its numbers are noisy"
         )
     print(render_table(cases))
-    if args.json:
-        Path(args.json).write_text(json.dumps(to_json(cases, meta), indent=2) + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
-    return 0
+    if json_path:
+        Path(json_path).write_text(json.dumps(to_json(cases, meta), indent=2) + "\n")
+        print(f"wrote {json_path}", file=sys.stderr)
 
 
 if __name__ == "__main__":
