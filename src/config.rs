@@ -139,13 +139,6 @@ impl RunConfig {
         })
     }
 
-    /// The caller's dict as given, or None.
-    pub(crate) fn user_or_none(&self, py: Python<'_>) -> Py<PyAny> {
-        self.user
-            .as_ref()
-            .map_or_else(|| py.None(), |u| u.clone_ref(py).into_any())
-    }
-
     /// The caller's dict as given (a new empty dict when none was).
     pub(crate) fn user_dict<'py>(&self, py: Python<'py>) -> Bound<'py, PyDict> {
         match &self.user {
@@ -313,18 +306,4 @@ pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .name()
         .map(|n| n.to_string())
         .unwrap_or_else(|_| "object".to_owned())
-}
-
-/// `config` completed as a function with a `config` parameter would receive it (for the
-/// streaming helpers in Python).
-#[pyfunction]
-fn _ensure_config<'py>(
-    py: Python<'py>,
-    config: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Bound<'py, PyDict>> {
-    RunConfig::parse(config)?.to_dict(py)
-}
-
-pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(_ensure_config, m)?)
 }

@@ -110,14 +110,6 @@ pub(crate) fn step_timeout_error(py: Python<'_>, step: &str, seconds: f64) -> Py
     make().unwrap_or_else(|err| err)
 }
 
-/// `_step_timeout_error(step, seconds)`: the same error for the asyncio path (`_resilience.py`).
-#[pyfunction]
-fn _step_timeout_error(py: Python<'_>, step: &str, seconds: f64) -> Py<PyAny> {
-    step_timeout_error(py, step, seconds)
-        .into_value(py)
-        .into_any()
-}
-
 /// Turns the payload of a caught Rust panic into a `PanicError`.
 pub(crate) fn panic_to_pyerr(payload: Box<dyn Any + Send>) -> PyErr {
     let message = payload
@@ -137,6 +129,5 @@ pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("StepTimeoutError", step_timeout_type(py)?)?;
     m.add("FastLcelTypeError", type_error_type(py)?)?;
     m.add("FastLcelValueError", value_error_type(py)?)?;
-    m.add_function(wrap_pyfunction!(_step_timeout_error, m)?)?;
     Ok(())
 }

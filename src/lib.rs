@@ -13,7 +13,6 @@ mod runnable;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::init_pymodule(m)?;
-    config::init_pymodule(m)?;
     runnable::init_pymodule(m)?;
     exec::init_pymodule(m)?;
     limit::init_pymodule(m)?;

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import select
+import subprocess
+import sys
+import textwrap
 import threading
+import time
 from types import ModuleType
 from typing import Any, Callable, NamedTuple
 
@@ -102,3 +108,34 @@ class PeakCounter:
 @pytest.fixture
 def peak() -> PeakCounter:
     return PeakCounter()
+
+
+class Child:
+    """A Python subprocess running ``script``; it prints "ready" just before the blocking call."""
+
+    def __init__(self, script: str, cwd) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(script)],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def read_line(self, timeout: float) -> str | None:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            return None
+        return self.proc.stdout.readline().strip()
+
+    def finish(self, timeout: float) -> tuple[int | None, str, str, float]:
+        """Wait for exit; returns (returncode or None if it had to be killed, out, err, seconds)."""
+        start = time.monotonic()
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+            return self.proc.returncode, out, err, time.monotonic() - start
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            return None, out, err, time.monotonic() - start

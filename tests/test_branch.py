@@ -106,14 +106,6 @@ def test_async_conditions_and_branches(lcel: ModuleType) -> None:
     assert run_async(lambda: branch.abatch([1, 100])) == ["small 1", "BIG 100"]
 
 
-def test_invoke_with_an_async_only_condition_raises_type_error(lcel: ModuleType) -> None:
-    async def is_big(x: int) -> bool:
-        return x > 10
-
-    with pytest.raises(TypeError, match="ainvoke"):
-        lcel.RunnableBranch((is_big, lambda x: x), lambda x: x).invoke(1)
-
-
 def test_conditions_and_branches_see_the_config(lcel: ModuleType) -> None:
     branch = lcel.RunnableBranch(
         (lambda x, config: "vip" in config["tags"], lambda x, config: ("vip", config["metadata"])),

@@ -59,11 +59,6 @@ def test_ainvoke_of_a_sync_function(impl: Impl) -> None:
     assert run_async(lambda: lam.ainvoke(1)) == 2
 
 
-def test_invoke_of_an_async_only_lambda_raises_type_error_naming_ainvoke(impl: Impl) -> None:
-    with pytest.raises(TypeError, match="ainvoke"):
-        impl.Lambda(async_add_two).invoke(1)
-
-
 def test_func_and_afunc_each_serve_their_own_path(impl: Impl) -> None:
     def sync_side(x: int) -> str:
         return f"sync {x}"

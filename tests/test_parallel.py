@@ -36,11 +36,6 @@ def test_ainvoke_mixes_sync_and_async_steps(impl: Impl) -> None:
     assert run_async(lambda: par.ainvoke(3)) == {"a": 4, "b": 9, "c": 6}
 
 
-def test_invoke_with_an_async_only_step_raises_type_error(impl: Impl) -> None:
-    with pytest.raises(TypeError, match="ainvoke"):
-        impl.Parallel(a=add_one, b=async_square).invoke(1)
-
-
 def test_output_keeps_the_declared_key_order_whatever_finishes_first(impl: Impl) -> None:
     def after(seconds: float):
         def step(_x: object) -> float:

@@ -170,11 +170,6 @@ def test_ainvoke_mixes_sync_async_and_dict_steps(lcel: ModuleType) -> None:
     assert run_async(lambda: seq.ainvoke(2)) == {"a": 10, "b": 81}
 
 
-def test_invoke_with_an_async_only_step_raises_type_error(lcel: ModuleType) -> None:
-    with pytest.raises(TypeError, match="ainvoke"):
-        (lcel.RunnableLambda(add_one) | async_square).invoke(2)
-
-
 def test_batch_and_abatch_keep_the_input_order(lcel: ModuleType) -> None:
     seq = lcel.RunnableLambda(add_one) | times_two | {"v": lambda x: x, "neg": lambda x: -x}
     expected = [{"v": 2 * (i + 1), "neg": -2 * (i + 1)} for i in range(20)]

@@ -2,52 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import select
 import signal
-import subprocess
 import sys
-import textwrap
 import time
 
 import fastlcel
 import pytest
+from conftest import Child
 from fastlcel import Parallel
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 INTERRUPT_BOUND = 3.0  # seconds; the design target is ~0.5 s
-
-
-class Child:
-    """A Python subprocess running ``script``; it prints "ready" just before the blocking call."""
-
-    def __init__(self, script: str, cwd) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(script)],
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
-    def read_line(self, timeout: float) -> str | None:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            return None
-        return self.proc.stdout.readline().strip()
-
-    def finish(self, timeout: float) -> tuple[int | None, str, str, float]:
-        """Wait for exit; returns (returncode or None if it had to be killed, out, err, seconds)."""
-        start = time.monotonic()
-        try:
-            out, err = self.proc.communicate(timeout=timeout)
-            return self.proc.returncode, out, err, time.monotonic() - start
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, err = self.proc.communicate()
-            return None, out, err, time.monotonic() - start
 
 
 INTERRUPTIBLE_SCRIPTS = {
@@ -85,6 +51,19 @@ INTERRUPTIBLE_SCRIPTS = {
         print("ready", flush=True)
         try:
             lam.batch(list(range(4)))
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            raise
+    """,
+    # The step has only an async implementation: it sleeps on fastlcel's bridged event loop.
+    "invoke-bridged": """
+        import asyncio
+        from fastlcel import Lambda
+        async def step(x):
+            await asyncio.sleep(30)
+        print("ready", flush=True)
+        try:
+            Lambda(step).invoke(None)
         except KeyboardInterrupt:
             print("interrupted", flush=True)
             raise
@@ -136,7 +115,7 @@ def test_ctrl_c_interrupts_a_blocking_call(scenario: str, tmp_path) -> None:
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.parametrize("scenario", ["invoke", "batch"])
+@pytest.mark.parametrize("scenario", ["invoke", "batch", "invoke-bridged"])
 def test_ctrl_c_exits_without_waiting_for_sleeping_steps(scenario: str, tmp_path) -> None:
     """One Ctrl-C ends the program promptly although steps sleep 30 s on pool threads."""
     child = Child(INTERRUPTIBLE_SCRIPTS[scenario], tmp_path)
@@ -178,6 +157,17 @@ EXIT_SCRIPTS = {
             asyncio.ensure_future(par.ainvoke(None))
             await asyncio.sleep(0.05)
         asyncio.run(main())
+        print("exiting", flush=True)
+    """,
+    "daemon-thread-bridged": """
+        import asyncio, threading, time
+        from fastlcel import Lambda, Parallel
+        async def step(x):
+            await asyncio.sleep(30)
+        par = Parallel(a=step, b=lambda x: time.sleep(0.3))
+        threading.Thread(target=par.invoke, args=(None,), daemon=True).start()
+        threading.Thread(target=Lambda(step).batch, args=([1, 2],), daemon=True).start()
+        time.sleep(0.1)
         print("exiting", flush=True)
     """,
     "sys-exit-from-daemon-steps": """

@@ -6,7 +6,7 @@ fastlcel runnables mix with langchain_core ones in either direction.
 """
 
 from fastlcel import _interop
-from fastlcel._chain import AddableDict
+from fastlcel._addable import AddableDict
 from fastlcel._core import (
     Assign,
     Binding,

@@ -48,14 +48,11 @@ def _shutdown() -> None:
 def _after_fork_in_child() -> None:
     """Registered with os.register_at_fork: the child starts an empty thread pool."""
 
-def _ensure_config(config: _Config | None) -> dict[str, Any]:
-    """``config`` completed as a function with a ``config`` parameter receives it."""
+def _stop_loop(event_loop: Any) -> None:
+    """At exit, on fastlcel's bridged event loop: cancels its tasks and stops it."""
 
 def _debug_panic_in_pool() -> None:
     """Test hook: panics on a pool thread; raises PanicError."""
-
-def _step_timeout_error(step: str, seconds: float) -> StepTimeoutError:
-    """The StepTimeoutError of a step (for the asyncio path in ``fastlcel._resilience``)."""
 
 class FastLcelError(Exception):
     """Base class of every exception raised by fastlcel itself (never of user exceptions)."""
@@ -131,7 +128,12 @@ class Runnable:
 
     Every runnable has the langchain_core methods ``invoke``, ``ainvoke``, ``batch`` and
     ``abatch``. Sync code runs on the calling thread and fastlcel's thread pool, with the GIL
-    released while the caller waits; async code runs as tasks on the caller's event loop.
+    released while the caller waits; async code runs on the caller's event loop. A step that
+    has only an async implementation, reached from a sync call, runs on fastlcel's own event
+    loop in a background thread (langchain_core raises ``TypeError`` there).
+
+    Keyword arguments of every call method reach the function of a :class:`Lambda` (or a
+    foreign runnable's method), as in langchain_core.
     """
 
     @property
@@ -140,7 +142,7 @@ class Runnable:
     def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
         """langchain_core's ``get_name``: ``name`` (default :attr:`name`) with ``suffix``
         appended (``NameSuffix`` after a capital, else ``name_suffix``)."""
-    def invoke(self, input: Any, config: _Config | None = None) -> Any:
+    def invoke(self, input: Any, config: _Config | None = None, **kwargs: Any) -> Any:
         """Run on ``input`` and return the result.
 
         ``config`` is a dict like langchain's RunnableConfig; ``max_concurrency`` caps the calls
@@ -151,7 +153,9 @@ class Runnable:
         every step inside it: ``timeout`` (seconds, see :meth:`with_timeout`), ``rate_limiter``
         (a :class:`RateLimiter`) and ``concurrency_limit`` (a :class:`ConcurrencyLimit`).
         """
-    def ainvoke(self, input: Any, config: _Config | None = None) -> Coroutine[Any, Any, Any]:
+    def ainvoke(
+        self, input: Any, config: _Config | None = None, **kwargs: Any
+    ) -> Coroutine[Any, Any, Any]:
         """Await the result on the running event loop; sync code runs on the thread pool and
         never blocks the loop. Cancelling the await cancels every step still running."""
     def batch(
@@ -160,6 +164,7 @@ class Runnable:
         config: _Config | _Seq[_Config] | None = None,
         *,
         return_exceptions: bool = False,
+        **kwargs: Any,
     ) -> list[Any]:
         """``invoke`` on every input at once; results in input order.
 
@@ -174,6 +179,7 @@ class Runnable:
         config: _Config | _Seq[_Config] | None = None,
         *,
         return_exceptions: bool = False,
+        **kwargs: Any,
     ) -> Coroutine[Any, Any, list[Any]]:
         """The asyncio counterpart of :meth:`batch`."""
     def batch_as_completed(
@@ -182,6 +188,7 @@ class Runnable:
         config: _Config | _Seq[_Config] | None = None,
         *,
         return_exceptions: bool = False,
+        **kwargs: Any,
     ) -> Iterator[tuple[int, Any]]:
         """``(index, result)`` pairs as the items of a batch finish."""
     def abatch_as_completed(
@@ -190,6 +197,7 @@ class Runnable:
         config: _Config | _Seq[_Config] | None = None,
         *,
         return_exceptions: bool = False,
+        **kwargs: Any,
     ) -> AsyncIterator[tuple[int, Any]]:
         """The async counterpart of :meth:`batch_as_completed`."""
     def stream(self, input: Any, config: _Config | None = None, **kwargs: Any) -> Iterator[Any]:
@@ -295,7 +303,8 @@ class Lambda(Runnable):
     ``func`` is called by ``invoke``/``batch``; an ``async def`` function (given as ``func`` or as
     ``afunc``) is awaited by ``ainvoke``/``abatch`` on the caller's event loop. A sync-only Lambda
     awaited from asyncio runs on fastlcel's thread pool and never blocks the loop. ``invoke`` of
-    an async-only Lambda raises ``TypeError``. A function with a parameter named ``config``
+    an async-only Lambda awaits it on fastlcel's own event loop, in a background thread
+    (langchain_core raises ``TypeError``). A function with a parameter named ``config``
     receives the call's config dict.
 
     >>> Lambda(lambda x: x + 1).invoke(1)
@@ -411,7 +420,6 @@ class Binding(Runnable):
     def config(self) -> dict[str, Any]: ...
     @property
     def kwargs(self) -> dict[str, Any]: ...
-    def _merge_config(self, config: _Config | None) -> dict[str, Any]: ...
 
 @final
 class Generator(Runnable):

@@ -15,6 +15,11 @@ impl Context {
         Ok(Self(ctx.unbind()))
     }
 
+    /// The snapshot itself (a `contextvars.Context`).
+    pub(crate) fn object<'a, 'py>(&'a self, py: Python<'py>) -> &'a Bound<'py, PyAny> {
+        self.0.bind(py)
+    }
+
     pub(crate) fn clone_ref(&self, py: Python<'_>) -> Self {
         Self(self.0.clone_ref(py))
     }

@@ -7,7 +7,6 @@
 //! wakes; blocking items get one thread each within about 2 ms. Because the caller works, a
 //! nested fan-out never waits on a pool that only it could unblock.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,12 +15,13 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyException, PyRuntimeError};
 use pyo3::prelude::*;
 
-use super::aio;
+use super::aio::Home;
 use super::context::Context;
+use super::coro::{block_on, StepFuture};
+use super::gather::Sink;
 use super::pool::{self, Busy, InFlight};
 use super::wait::{self, Signal};
-use super::{Awaitable, Cost, Mode, Work};
-use crate::errors::panic_to_pyerr;
+use super::{Caller, Cost, FanOpts, Kind, Work};
 
 /// Who is told when the fan-out is over (all items done, or the first failure).
 pub(crate) enum Notify {
@@ -32,6 +32,17 @@ pub(crate) enum Notify {
         event_loop: Py<PyAny>,
         callback: Py<PyAny>,
     },
+    /// Nobody: every item's outcome went to a sink as it came.
+    Nobody,
+}
+
+/// What happens to an item's outcome.
+pub(crate) enum Outcomes {
+    /// Into its slot; the first failure fails the fan-out (unless `return_exceptions` makes it
+    /// a value).
+    Slots,
+    /// To the sink, as it comes: the fan-out never fails by itself.
+    Sink(Arc<dyn Sink>),
 }
 
 pub(crate) struct FanOut {
@@ -41,31 +52,42 @@ pub(crate) struct FanOut {
     len: usize,
     ctx: Context,
     return_exceptions: bool,
+    outcomes: Outcomes,
+    /// Where the helpers' async-only steps run (see `aio::Home`).
+    home: Option<Home>,
     next: AtomicUsize,
     remaining: AtomicUsize,
     helpers_left: AtomicUsize,
     /// Set at the first failure or on abort: nothing more is claimed.
     stop: AtomicBool,
     fired: AtomicBool,
-    slots: Mutex<Vec<Option<Py<PyAny>>>>,
+    slots: Mutex<Vec<Option<PyResult<Py<PyAny>>>>>,
     failure: Mutex<Option<PyErr>>,
     notify: Notify,
 }
 
 impl FanOut {
     fn new(
+        py: Python<'_>,
         work: Arc<dyn Work>,
         ctx: Context,
         helpers: usize,
         return_exceptions: bool,
+        outcomes: Outcomes,
         notify: Notify,
     ) -> Arc<Self> {
         let n = work.len();
+        let home = match &notify {
+            Notify::Loop { event_loop, .. } => Some(Home::Loop(event_loop.clone_ref(py))),
+            _ => Home::for_helpers(py),
+        };
         Arc::new(Self {
             work: Mutex::new(Some(work)),
             len: n,
             ctx,
             return_exceptions,
+            outcomes,
+            home,
             next: AtomicUsize::new(0),
             remaining: AtomicUsize::new(n),
             helpers_left: AtomicUsize::new(helpers),
@@ -82,10 +104,9 @@ impl FanOut {
     pub(crate) fn run_blocking(
         py: Python<'_>,
         work: Arc<dyn Work>,
-        max_concurrency: Option<usize>,
-        return_exceptions: bool,
+        opts: FanOpts,
     ) -> PyResult<Vec<Py<PyAny>>> {
-        let values = Self::run_until(py, work, max_concurrency, return_exceptions, None)?;
+        let values = Self::run_until(py, work, opts, None)?;
         Ok(values.expect("without a deadline the wait ends only when the fan-out is over"))
     }
 
@@ -95,8 +116,7 @@ impl FanOut {
     pub(crate) fn run_until(
         py: Python<'_>,
         work: Arc<dyn Work>,
-        max_concurrency: Option<usize>,
-        return_exceptions: bool,
+        opts: FanOpts,
         deadline: Option<Instant>,
     ) -> PyResult<Option<Vec<Py<PyAny>>>> {
         let n = work.len();
@@ -105,13 +125,15 @@ impl FanOut {
         }
         let caller_helps =
             deadline.is_none() && (0..n).all(|i| work.cost(i).is_none_or(Cost::is_fast));
-        let helpers = max_concurrency.unwrap_or(n).min(n) - usize::from(caller_helps);
+        let helpers = opts.max_concurrency.unwrap_or(n).min(n) - usize::from(caller_helps);
         let ctx = Context::capture(py)?;
         let fan = Self::new(
+            py,
             Arc::clone(&work),
             ctx,
             helpers,
-            return_exceptions,
+            opts.return_exceptions,
+            Outcomes::Slots,
             Notify::Waiter(Signal::default()),
         );
         fan.wake_helper();
@@ -145,22 +167,55 @@ impl FanOut {
         py: Python<'_>,
         work: Arc<dyn Work>,
         ctx: Context,
-        max_concurrency: Option<usize>,
-        return_exceptions: bool,
+        opts: FanOpts,
+        outcomes: Outcomes,
         event_loop: Py<PyAny>,
         callback: Py<PyAny>,
     ) -> Arc<Self> {
+        let notify = Notify::Loop {
+            event_loop,
+            callback,
+        };
+        Self::detached(py, work, ctx, opts, outcomes, notify)
+    }
+
+    /// Starts the items on pool threads only, each outcome to `sink` as it comes (for a caller
+    /// that takes them as they finish). Abort it when the caller goes away.
+    pub(crate) fn start_into(
+        py: Python<'_>,
+        work: Arc<dyn Work>,
+        opts: FanOpts,
+        sink: Arc<dyn Sink>,
+    ) -> PyResult<Arc<Self>> {
+        let ctx = Context::capture(py)?;
+        Ok(Self::detached(
+            py,
+            work,
+            ctx,
+            opts,
+            Outcomes::Sink(sink),
+            Notify::Nobody,
+        ))
+    }
+
+    fn detached(
+        py: Python<'_>,
+        work: Arc<dyn Work>,
+        ctx: Context,
+        opts: FanOpts,
+        outcomes: Outcomes,
+        notify: Notify,
+    ) -> Arc<Self> {
         let n = work.len();
-        let helpers = max_concurrency.unwrap_or(n).min(n);
+        let helpers = opts.max_concurrency.unwrap_or(n).min(n);
         let fan = Self::new(
+            py,
             work,
             ctx,
             helpers,
-            return_exceptions,
-            Notify::Loop {
-                event_loop,
-                callback,
-            },
+            opts.return_exceptions,
+            outcomes,
+            notify,
         );
         if n == 0 {
             fan.fire(py);
@@ -180,7 +235,7 @@ impl FanOut {
         drop(self.work.lock().take());
     }
 
-    /// The outcome once notified: all results in item order, or the first failure.
+    /// The outcome once notified: every item's value in item order, or the first failure.
     pub(crate) fn take_outcome(&self, _py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
         self.retire();
         if let Some(err) = self.failure.lock().take() {
@@ -190,7 +245,7 @@ impl FanOut {
         slots
             .into_iter()
             .map(|slot| {
-                slot.ok_or_else(|| PyRuntimeError::new_err("fastlcel: fan-out result missing"))
+                slot.ok_or_else(|| PyRuntimeError::new_err("fastlcel: fan-out result missing"))?
             })
             .collect()
     }
@@ -242,10 +297,7 @@ impl FanOut {
                     }
                 }
             };
-            match &self.notify {
-                Notify::Loop { event_loop, .. } => aio::with_caller_loop(event_loop, py, run),
-                Notify::Waiter(_) => run(),
-            }
+            Home::enter(self.home.as_ref(), py, run);
             drop(work);
             drop(self);
         });
@@ -266,22 +318,26 @@ impl FanOut {
             .cost(i)
             .filter(|c| c.wants_sample())
             .map(|c| (c, Instant::now()));
-        let result = catch_unwind(AssertUnwindSafe(|| self.ctx.run(py, || work.run(py, i))))
-            .unwrap_or_else(|payload| Err(panic_to_pyerr(payload)));
+        let result = self.ctx.run(py, || block_on(work.run(i, Caller::Thread)));
         if let Some((cost, started)) = timer {
             cost.observe(started.elapsed());
         }
-        match result {
-            Ok(value) => {
+        match (&self.outcomes, result) {
+            (Outcomes::Sink(sink), outcome) => {
                 if !self.stop.load(Ordering::Acquire) {
-                    self.slots.lock()[i] = Some(value);
+                    sink.item(py, i, outcome);
+                }
+            }
+            (_, Ok(value)) => {
+                if !self.stop.load(Ordering::Acquire) {
+                    self.slots.lock()[i] = Some(Ok(value));
                 }
             }
             // Only Exceptions go into slots: KeyboardInterrupt or SystemExit abort the call.
-            Err(err) if self.return_exceptions && err.is_instance_of::<PyException>(py) => {
-                self.slots.lock()[i] = Some(err.into_value(py).into_any());
+            (_, Err(err)) if self.return_exceptions && err.is_instance_of::<PyException>(py) => {
+                self.slots.lock()[i] = Some(Ok(err.into_value(py).into_any()));
             }
-            Err(err) => self.fail(py, err),
+            (_, Err(err)) => self.fail(py, err),
         }
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.fire(py);
@@ -314,6 +370,7 @@ impl FanOut {
                     .bind(py)
                     .call_method1(pyo3::intern!(py, "call_soon_threadsafe"), (callback,));
             }
+            Notify::Nobody => {}
         }
     }
 }
@@ -327,24 +384,26 @@ fn _debug_panic_in_pool(py: Python<'_>) -> PyResult<()> {
         fn len(&self) -> usize {
             2
         }
-        fn run(&self, py: Python<'_>, i: usize) -> PyResult<Py<PyAny>> {
-            if i == 0 {
-                py.detach(|| std::thread::sleep(std::time::Duration::from_millis(200)));
-                return Ok(py.None());
-            }
-            panic!("deliberate panic from fastlcel._core._debug_panic_in_pool");
+        fn kind(&self, _: usize) -> Kind {
+            Kind::Blocking
         }
-        fn mode(&self, _: usize) -> Mode {
-            Mode::Pool
-        }
-        fn awaitable<'py>(&self, py: Python<'py>, _: usize) -> PyResult<Awaitable<'py>> {
-            Ok(Awaitable::Other(py.None().into_bound(py)))
+        fn run(&self, i: usize, _: Caller) -> StepFuture {
+            Box::pin(async move {
+                if i == 0 {
+                    Python::attach(|py| {
+                        py.detach(|| std::thread::sleep(std::time::Duration::from_millis(200)));
+                        Ok(py.None())
+                    })
+                } else {
+                    panic!("deliberate panic from fastlcel._core._debug_panic_in_pool");
+                }
+            })
         }
         fn cost(&self, _: usize) -> Option<&Cost> {
             None
         }
     }
-    FanOut::run_blocking(py, Arc::new(PanicWork), None, false).map(drop)
+    FanOut::run_blocking(py, Arc::new(PanicWork), FanOpts::default()).map(drop)
 }
 
 pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -1,71 +1,188 @@
-//! How work runs, knowing nothing of LCEL: the thread pool, the sync fan-out, the asyncio gather,
+//! Where and when work runs, knowing nothing of LCEL: the thread pool, the sync fan-out, the
+//! asyncio gather, the bridged event loop, Rust futures driven as Python coroutines, streams,
 //! contextvars and GIL-free waiting.
+//!
+//! A step is described by its [`Kind`]; its caller is a thread that may block or a task of an
+//! event loop ([`Caller`]). [`place`] is the one mapping from the two to where the step runs:
+//! the fan-out, the gather, timeouts and streams all ask it.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 pub(crate) mod aio;
+pub(crate) mod bridge;
 pub(crate) mod context;
+pub(crate) mod coro;
 pub(crate) mod fanout;
+pub(crate) mod gather;
 pub(crate) mod pool;
+pub(crate) mod queue;
+pub(crate) mod stream;
 pub(crate) mod wait;
 
-/// How one item of a [`Work`] runs when it is awaited.
+use coro::StepFuture;
+
+/// How a step is implemented: all exec needs to know to place it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// It has an awaitable of its own: a task on the caller's event loop.
-    Await,
-    /// Sync code that may block: run on the pool, never on the loop thread.
-    Pool,
-    /// Sync code too cheap to hand off (e.g. `operator.itemgetter`): run on the loop thread.
+pub(crate) enum Kind {
+    /// Sync and cheap (`operator.itemgetter`, Pick): runs where it is called, even on a loop.
     Inline,
+    /// Sync code that may block: on the caller's thread, or on the pool for an awaiting caller.
+    Blocking,
+    /// Has both a sync path and an async one (or is made of parts that differ): walked on the
+    /// caller's thread, awaited on the caller's loop.
+    Async,
+    /// Async only: awaited on the caller's loop; a thread reaches it through an event loop
+    /// (the bridged one, or the awaiting caller's a pool thread works for).
+    LoopOnly,
 }
 
-impl Mode {
-    /// The mode of a runnable made of parts: awaited if any part is, else pooled if any part
+impl Kind {
+    /// The kind of a runnable made of parts: awaited if any part is (it can still be walked on
+    /// a thread: its async-only parts cross to a loop one by one), else blocking if any part
     /// may block, else inline.
-    pub(crate) fn of_all(modes: impl Iterator<Item = Mode>) -> Mode {
-        modes.fold(Mode::Inline, |acc, m| match (acc, m) {
-            (Mode::Await, _) | (_, Mode::Await) => Mode::Await,
-            (Mode::Pool, _) | (_, Mode::Pool) => Mode::Pool,
-            _ => Mode::Inline,
-        })
+    pub(crate) fn of_all(kinds: impl IntoIterator<Item = Kind>) -> Kind {
+        kinds
+            .into_iter()
+            .fold(Kind::Inline, |acc, k| match (acc, k) {
+                (Kind::Async | Kind::LoopOnly, _) | (_, Kind::Async | Kind::LoopOnly) => {
+                    Kind::Async
+                }
+                (Kind::Blocking, _) | (_, Kind::Blocking) => Kind::Blocking,
+                _ => Kind::Inline,
+            })
     }
 }
 
-/// What `Work::awaitable` returns.
-pub(crate) enum Awaitable<'py> {
-    /// An asyncio future of this loop, already scheduled.
-    Future(Bound<'py, PyAny>),
-    /// A coroutine or any other awaitable, to be wrapped in a task.
-    Other(Bound<'py, PyAny>),
+/// Who runs a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// A thread that may block (a sync call, a pool thread): waits release the GIL.
+    Thread,
+    /// A task of the running event loop, which must never block: waits are loop futures.
+    Loop,
 }
 
-/// A fixed list of independent calls. Item `i` can run synchronously on any thread that is
-/// attached to Python, or, if its mode is `Await`, produce an awaitable.
+/// Where a step runs for its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// Right here, run the given way.
+    Here(Caller),
+    /// On a pool thread, run as on a thread; the awaiting caller waits on its loop.
+    Pool,
+    /// On an event loop, awaited; the blocked caller waits with the GIL released.
+    Loop,
+}
+
+/// The one mapping from a step's kind and its caller to where it runs.
+pub(crate) fn place(kind: Kind, caller: Caller) -> Place {
+    match (kind, caller) {
+        (Kind::Inline, caller) => Place::Here(caller),
+        (Kind::Blocking | Kind::Async, Caller::Thread) => Place::Here(Caller::Thread),
+        (Kind::Blocking, Caller::Loop) => Place::Pool,
+        (Kind::Async | Kind::LoopOnly, Caller::Loop) => Place::Here(Caller::Loop),
+        (Kind::LoopOnly, Caller::Thread) => Place::Loop,
+    }
+}
+
+/// Runs a step of `kind` for `caller`: `make(mode)` is the step run `mode`'s way, which this
+/// moves to where [`place`] says.
+pub(crate) fn dispatch(
+    kind: Kind,
+    caller: Caller,
+    make: impl FnOnce(Caller) -> StepFuture,
+) -> StepFuture {
+    match place(kind, caller) {
+        Place::Here(mode) => make(mode),
+        Place::Pool => aio::on_pool(make(Caller::Thread)),
+        Place::Loop => bridge::on_home_loop(make(Caller::Loop)),
+    }
+}
+
+/// A fixed list of independent calls, run at once by a fan-out or a gather.
 pub(crate) trait Work: Send + Sync + 'static {
     fn len(&self) -> usize;
-    fn run(&self, py: Python<'_>, i: usize) -> PyResult<Py<PyAny>>;
-    fn mode(&self, i: usize) -> Mode;
-    fn awaitable<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Awaitable<'py>>;
-    /// When item `i`'s awaitable has produced `output`: more to await before it is its result
-    /// (a Lambda's function returned a runnable), or `None`. Checked on completion, so that the
-    /// common case awaits the user's coroutine with no wrapper around it.
-    fn followup<'py>(
+    fn kind(&self, i: usize) -> Kind;
+    /// Item `i`, run `mode`'s way, right where it is polled (the fan-outs place it).
+    fn run(&self, i: usize, mode: Caller) -> StepFuture;
+    /// A gather's fast path for item `i`: an awaitable of the user's to run as the task itself
+    /// (no coroutine of fastlcel's around it), its output finished by [`Self::followup`].
+    fn awaitable<'py>(&self, _py: Python<'py>, _i: usize) -> PyResult<Option<Bound<'py, PyAny>>> {
+        Ok(None)
+    }
+    /// What remains to await once item `i`'s awaitable produced `output`, if anything.
+    fn followup(
         &self,
-        _py: Python<'py>,
+        _py: Python<'_>,
         _i: usize,
-        _output: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        _output: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<StepFuture>> {
         Ok(None)
     }
     /// The cost record of item `i`'s step, if it keeps one (see [`Cost`]).
     fn cost(&self, i: usize) -> Option<&Cost>;
+}
+
+/// The options of one fan-out.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FanOpts {
+    /// At most this many items in flight.
+    pub(crate) max_concurrency: Option<usize>,
+    /// A failed item's slot holds its exception (an `Exception`; others still abort).
+    pub(crate) return_exceptions: bool,
+}
+
+/// Runs every item of `work` at once, the caller's way: the results in item order, or the
+/// first failure (in time) as soon as it happens.
+pub(crate) async fn fan_out(
+    work: Arc<dyn Work>,
+    opts: FanOpts,
+    caller: Caller,
+) -> PyResult<Vec<Py<PyAny>>> {
+    let needs_loop = |work: &Arc<dyn Work>| {
+        (0..work.len()).any(|i| place(work.kind(i), Caller::Thread) == Place::Loop)
+    };
+    match caller {
+        Caller::Loop => gather::gather(work, opts).await,
+        Caller::Thread if needs_loop(&work) => {
+            // Async-only items need a loop: the whole fan-out is a gather there.
+            let list = Python::attach(|py| {
+                let fut: StepFuture = Box::pin(async move {
+                    let values = gather::gather(work, opts).await?;
+                    Python::attach(|py| Ok(PyList::new(py, values)?.into_any().unbind()))
+                });
+                bridge::run_blocking(py, fut, None)
+            })?;
+            Python::attach(|py| {
+                let list = list.expect("without a deadline the call ends with an outcome");
+                list.bind(py)
+                    .try_iter()?
+                    .map(|v| v.map(Bound::unbind))
+                    .collect()
+            })
+        }
+        Caller::Thread => Python::attach(|py| fanout::FanOut::run_blocking(py, work, opts)),
+    }
+}
+
+/// Runs the one item of `work` from a thread that may block, giving up at `deadline`:
+/// `Ok(None)` if it passes first. An async-only item runs on an event loop and is cancelled
+/// then; any other runs on a pool thread, which finishes it and drops its result.
+pub(crate) fn run_with_deadline(
+    py: Python<'_>,
+    work: Arc<dyn Work>,
+    deadline: Option<Instant>,
+) -> PyResult<Option<Py<PyAny>>> {
+    if place(work.kind(0), Caller::Thread) == Place::Loop {
+        return bridge::run_blocking(py, work.run(0, Caller::Loop), deadline);
+    }
+    let values = fanout::FanOut::run_until(py, work, FanOpts::default(), deadline)?;
+    Ok(values.map(|v| v.into_iter().next().expect("one item, one result")))
 }
 
 /// How long a step usually runs, learnt from its calls (an average of the last few).
@@ -116,13 +233,12 @@ impl Cost {
     }
 }
 
-/// How the results of a `Work`, in item order, become the value the caller gets.
+/// How the results of a fan-out, in item order, become the value the caller gets.
 pub(crate) enum Collect {
     Dict(Arc<[Py<PyString>]>),
     /// The dict, passed to this function; its result is the value.
     DictInto(Arc<[Py<PyString>]>, Py<PyAny>),
     List,
-    Single,
 }
 
 impl Collect {
@@ -134,7 +250,6 @@ impl Collect {
                 .call1((Self::dict(py, keys, values)?,))?
                 .unbind()),
             Collect::List => Ok(PyList::new(py, values)?.into_any().unbind()),
-            Collect::Single => Ok(values.into_iter().next().unwrap_or_else(|| py.None())),
         }
     }
 
@@ -153,5 +268,8 @@ impl Collect {
 
 pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pool::init_pymodule(m)?;
-    fanout::init_pymodule(m)
+    fanout::init_pymodule(m)?;
+    bridge::init_pymodule(m)?;
+    stream::init_pymodule(m)?;
+    m.add_class::<coro::Coroutine>()
 }

@@ -270,6 +270,18 @@ pub(crate) fn shutting_down() -> bool {
     SHUTDOWN.load(SeqCst)
 }
 
+/// The thread that runs the atexit hook (the main thread), once shutdown began.
+static EXITING_THREAD: Mutex<Option<std::thread::ThreadId>> = Mutex::new(None);
+
+/// Whether this thread waits for nothing any more: shutdown began, it holds off nothing (no
+/// `InFlight`), and it is not the thread that is exiting (a daemon thread left blocked in a
+/// call). Such a thread must not attach to Python again.
+pub(crate) fn abandoned_at_exit() -> bool {
+    shutting_down()
+        && !in_flight_here()
+        && *EXITING_THREAD.lock() != Some(std::thread::current().id())
+}
+
 /// Registered with `atexit`: lets running steps finish, then keeps pool threads out of Python.
 ///
 /// Steps not yet started never start. Running ones are waited for, as `concurrent.futures` does:
@@ -282,7 +294,10 @@ pub(crate) fn shutting_down() -> bool {
 fn _shutdown(py: Python<'_>) -> PyResult<()> {
     const NOTE_AFTER: Duration = Duration::from_secs(1);
     const INTERRUPT_GRACE: Duration = Duration::from_millis(500);
+    *EXITING_THREAD.lock() = Some(std::thread::current().id());
     SHUTDOWN.store(true, SeqCst);
+    // Its tasks are cancelled and its thread ends: it is in flight until then.
+    super::bridge::stop(py);
     let sys = py.import("sys")?;
     let interrupted = match sys.getattr("last_type") {
         Ok(t) => t.cast::<pyo3::types::PyType>().is_ok_and(|t| {
@@ -341,6 +356,7 @@ fn exit_now(py: Python<'_>) -> PyResult<()> {
 fn _after_fork_in_child() {
     POOL.store(Box::into_raw(Box::new(Pool::new())), SeqCst);
     IN_FLIGHT.store(0, SeqCst);
+    super::bridge::forget_after_fork();
 }
 
 pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -59,9 +59,9 @@ pub(crate) fn wait_until(
         };
         let set = py.detach(|| {
             let set = signal.wait_for(slice);
-            if !set && pool::shutting_down() && !pool::in_flight_here() {
-                // The interpreter is finalizing: attaching again could end this thread inside
-                // Rust frames. What this caller waits for will not come; the process is ending.
+            if pool::abandoned_at_exit() {
+                // A daemon thread while the interpreter exits: attaching again could end it
+                // inside Rust frames, and what it waits for is moot. The process is ending.
                 loop {
                     std::thread::park();
                 }

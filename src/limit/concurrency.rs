@@ -14,6 +14,7 @@ use crate::errors::value_error;
 use pyo3::{intern, PyTraverseError};
 
 use crate::exec::aio;
+use crate::exec::coro::py_await;
 use crate::exec::wait::{self, Signal};
 
 enum Waiter {
@@ -146,6 +147,82 @@ impl ConcurrencyLimit {
         }
         Ok(Permit(Arc::clone(&self.semaphore)))
     }
+
+    /// Waits on the running loop for a permit.
+    pub(crate) async fn acquire_on_loop(&self) -> PyResult<Permit> {
+        let waiter = Python::attach(|py| self.acquire_or_queue(py))?;
+        if let Some(future) = waiter {
+            let mut pending = Abandon {
+                semaphore: Arc::clone(&self.semaphore),
+                future: Some(Python::attach(|py| future.clone_ref(py))),
+            };
+            py_await(future).await?;
+            // Granted: nothing to give back.
+            pending.future = None;
+        }
+        Ok(Permit(Arc::clone(&self.semaphore)))
+    }
+
+    /// A permit now (`None`), or a future of the running loop that is resolved when one is
+    /// handed over.
+    fn acquire_or_queue(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        if self.semaphore.try_acquire() {
+            return Ok(None);
+        }
+        let (event_loop, future) = aio::loop_future(py)?;
+        let mut st = self.semaphore.state.lock();
+        if st.available > 0 {
+            st.available -= 1;
+            return Ok(None);
+        }
+        st.waiters.push_back(Waiter::Task {
+            event_loop: event_loop.unbind(),
+            future: future.clone().unbind(),
+        });
+        Ok(Some(future.unbind()))
+    }
+}
+
+/// A task that stops waiting for a permit (it was cancelled): leaves the queue, or passes on
+/// the permit it was handed meanwhile.
+struct Abandon {
+    semaphore: Arc<Semaphore>,
+    future: Option<Py<PyAny>>,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        let Some(future) = self.future.take() else {
+            return;
+        };
+        Python::attach(|py| {
+            let removed = {
+                let mut st = self.semaphore.state.lock();
+                let pos = st
+                    .waiters
+                    .iter()
+                    .position(|w| matches!(w, Waiter::Task { future: f, .. } if f.is(&future)));
+                pos.and_then(|pos| st.waiters.remove(pos))
+            };
+            if removed.is_some() {
+                return;
+            }
+            // Handed over already: if the grant ran, the permit is ours to pass on; if the
+            // future was cancelled first, the grant passes it on when it runs.
+            let future = future.bind(py);
+            let granted = future
+                .call_method0(intern!(py, "done"))
+                .and_then(|d| d.is_truthy())
+                .unwrap_or(false)
+                && !future
+                    .call_method0(intern!(py, "cancelled"))
+                    .and_then(|c| c.is_truthy())
+                    .unwrap_or(true);
+            if granted {
+                self.semaphore.release(py);
+            }
+        });
+    }
 }
 
 #[pymethods]
@@ -180,53 +257,6 @@ impl ConcurrencyLimit {
     #[getter]
     fn in_use(&self) -> usize {
         self.limit - self.semaphore.state.lock().available
-    }
-
-    /// A permit now (`None`), or a future of the running loop that is resolved when one is
-    /// handed over. A caller that stops waiting calls `_abandon(future)`.
-    fn _acquire<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        if self.semaphore.try_acquire() {
-            return Ok(None);
-        }
-        let (event_loop, future) = aio::loop_future(py)?;
-        let mut st = self.semaphore.state.lock();
-        if st.available > 0 {
-            st.available -= 1;
-            return Ok(None);
-        }
-        st.waiters.push_back(Waiter::Task {
-            event_loop: event_loop.unbind(),
-            future: future.clone().unbind(),
-        });
-        Ok(Some(future))
-    }
-
-    /// The task waiting on `future` gives up (it was cancelled): leave the queue, or pass on
-    /// the permit it was handed.
-    fn _abandon(&self, py: Python<'_>, future: &Bound<'_, PyAny>) -> PyResult<()> {
-        let removed = {
-            let mut st = self.semaphore.state.lock();
-            let pos = st
-                .waiters
-                .iter()
-                .position(|w| matches!(w, Waiter::Task { future: f, .. } if f.is(future)));
-            pos.and_then(|pos| st.waiters.remove(pos))
-        };
-        if removed.is_some() {
-            return Ok(());
-        }
-        // Handed over already: if the grant ran, the permit is ours to pass on; if the future
-        // was cancelled first, the grant will pass it on when it runs.
-        let granted = future.call_method0(intern!(py, "done"))?.is_truthy()?
-            && !future.call_method0(intern!(py, "cancelled"))?.is_truthy()?;
-        if granted {
-            self.semaphore.release(py);
-        }
-        Ok(())
-    }
-
-    fn _release(&self, py: Python<'_>) {
-        self.semaphore.release(py);
     }
 
     fn __repr__(&self) -> String {

@@ -7,8 +7,10 @@ use pyo3::prelude::*;
 mod concurrency;
 mod rate;
 
-pub(crate) use concurrency::ConcurrencyLimit;
+pub(crate) use concurrency::{ConcurrencyLimit, Permit};
 pub(crate) use rate::RateLimiter;
+
+use crate::exec::{aio, Caller};
 
 /// A limiter a call goes through.
 pub(crate) enum Limiter {
@@ -17,22 +19,31 @@ pub(crate) enum Limiter {
 }
 
 impl Limiter {
-    /// Runs `f` once the limiter lets it start (waiting with the GIL released), holding a
-    /// concurrency permit until it returns.
-    pub(crate) fn run<T>(&self, py: Python<'_>, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
-        match self {
-            Limiter::Rate(limiter) => {
-                limiter.get().acquire_blocking(py)?;
-                f()
+    /// Waits the caller's way until the limiter lets a call start: a thread with the GIL
+    /// released, a task on its loop. A concurrency limit's permit is held until dropped.
+    pub(crate) async fn acquire(&self, caller: Caller) -> PyResult<Option<Permit>> {
+        match (self, caller) {
+            (Limiter::Rate(limiter), Caller::Thread) => {
+                Python::attach(|py| limiter.get().acquire_blocking(py))?;
+                Ok(None)
             }
-            Limiter::Concurrency(limit) => {
-                let _permit = limit.get().acquire_blocking(py)?;
-                f()
+            (Limiter::Rate(limiter), Caller::Loop) => {
+                let delay = limiter.get().reserve();
+                if !delay.is_zero() {
+                    aio::sleep(delay, caller).await?;
+                }
+                Ok(None)
+            }
+            (Limiter::Concurrency(limit), Caller::Thread) => {
+                Python::attach(|py| limit.get().acquire_blocking(py)).map(Some)
+            }
+            (Limiter::Concurrency(limit), Caller::Loop) => {
+                limit.get().acquire_on_loop().await.map(Some)
             }
         }
     }
 
-    /// The Python object (for the asyncio path and reprs).
+    /// The Python object (for reprs).
     pub(crate) fn object<'py>(&self, py: Python<'py>) -> &Bound<'py, PyAny> {
         match self {
             Limiter::Rate(limiter) => limiter.bind(py).as_any(),

@@ -4,11 +4,10 @@
 use std::any::Any;
 use std::sync::Arc;
 
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use pyo3::{PyClassInitializer, PyTraverseError};
+use pyo3::{intern, PyClassInitializer, PyTraverseError};
 
 use super::binding::{Binding, BindingNode};
 use super::cache::{self, Cached};
@@ -16,64 +15,44 @@ use super::limited::{self, LimitedNode};
 use super::passthrough::{Assign, Pick};
 use super::sequence::{Sequence, SequenceNode};
 use super::timeout::{self, TimeoutNode};
-use super::{chain_helper, collect_inputs, fallbacks, retry, Calls, Step};
+use super::{collect_inputs, fallbacks, retry, whole, Args, Calls, Step};
 use crate::config::{BatchConfig, Policy, RunConfig};
-use crate::exec::aio::{GatherSpec, LazyCoroutine};
 use crate::exec::context::Context;
-use crate::exec::fanout::FanOut;
-use crate::exec::{Awaitable, Collect, Cost, Mode};
+use crate::exec::coro::{block_on, Coroutine, StepFuture};
+use crate::exec::stream::{as_completed, ChunkAsyncIterator, ChunkIterator, Chunks};
+use crate::exec::{fan_out, Caller, Collect, Cost, FanOpts, Kind};
 
-/// What a runnable runs. Each kind of runnable is one implementation, in a file of its own.
+/// What a runnable does. Each kind of runnable is one implementation, in a file of its own,
+/// written once for both kinds of caller: `mode` says how to wait (see `exec::Caller`), and
+/// exec has already placed the call where it may wait that way.
 pub(crate) trait Node: Send + Sync + 'static {
-    /// Runs on the current thread, in the current context.
-    fn invoke(
-        &self,
-        py: Python<'_>,
-        input: &Bound<'_, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Py<PyAny>>;
-    /// How it runs when awaited.
-    fn mode(&self) -> Mode;
-    /// Its awaitable, for `Mode::Await` (nodes that are never awaited keep the default).
+    /// How it is implemented, for exec to place it.
+    fn kind(&self) -> Kind;
+    /// Its output for `input`, run `mode`'s way right where the future is polled. Nothing runs
+    /// before the first poll.
+    fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture;
+    /// Its output chunks for a stream of input chunks, `mode`'s way. By default, as
+    /// langchain_core's `Runnable.transform`: the input's sum, run, as one chunk.
+    fn stream(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+        whole(input, mode, move |value| self.run(value, args, mode))
+    }
+    /// A gather's fast path: the user's own awaitable for `input`, where running it is all
+    /// there is to the step (finished by [`Self::followup`]).
     fn awaitable<'py>(
         &self,
-        _py: Python<'py>,
         _input: &Bound<'py, PyAny>,
-        _config: &Arc<RunConfig>,
-    ) -> PyResult<Awaitable<'py>> {
-        Err(PyRuntimeError::new_err(format!(
-            "fastlcel: a {} is never awaited (its mode is {:?})",
-            std::any::type_name_of_val(self),
-            self.mode()
-        )))
-    }
-    /// [`Self::awaitable`] whose result may still need [`Self::followup`]: what a gather
-    /// awaits, finishing the result in its done callback instead of a wrapper per call.
-    fn awaitable_unfinished<'py>(
-        &self,
-        py: Python<'py>,
-        input: &Bound<'py, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Awaitable<'py>> {
-        self.awaitable(py, input, config)
-    }
-    /// What remains to await when `awaitable_unfinished` produced `output`, if anything.
-    fn followup<'py>(
-        &self,
-        _py: Python<'py>,
-        _input: &Bound<'py, PyAny>,
-        _config: &Arc<RunConfig>,
-        _output: &Bound<'py, PyAny>,
+        _args: &Args,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         Ok(None)
     }
-    /// A gather of its own to await directly in `ainvoke`, where it has one (Parallel).
-    fn gather_spec(
-        &self,
-        _input: &Bound<'_, PyAny>,
-        _config: &Arc<RunConfig>,
-    ) -> Option<GatherSpec> {
-        None
+    /// What remains to await once [`Self::awaitable`] produced `output`, if anything.
+    fn followup(
+        self: Arc<Self>,
+        _input: Py<PyAny>,
+        _args: Args,
+        _output: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<StepFuture>> {
+        Ok(None)
     }
     fn name(&self, py: Python<'_>) -> String;
     fn repr(&self, py: Python<'_>) -> PyResult<String>;
@@ -83,7 +62,7 @@ pub(crate) trait Node: Send + Sync + 'static {
 
 #[pyclass(frozen, subclass, module = "fastlcel", name = "Runnable")]
 pub(crate) struct Runnable {
-    pub(crate) node: Box<dyn Node>,
+    pub(crate) node: Arc<dyn Node>,
     /// Its cost as a step of an enclosing fan-out.
     cost: Cost,
 }
@@ -91,7 +70,7 @@ pub(crate) struct Runnable {
 impl Runnable {
     pub(crate) fn init(node: impl Node) -> PyClassInitializer<Self> {
         PyClassInitializer::from(Self {
-            node: Box::new(node),
+            node: Arc::new(node),
             cost: Cost::new(),
         })
     }
@@ -149,69 +128,58 @@ impl Runnable {
         }
     }
 
-    #[pyo3(signature = (input, config=None))]
+    #[pyo3(signature = (input, config=None, **kwargs))]
     fn invoke(
         slf: &Bound<'_, Self>,
         input: &Bound<'_, PyAny>,
         config: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let config = Arc::new(RunConfig::parse(config)?);
-        let target = with_config_policy(slf, [&config.policy])?;
-        Context::run_isolated(py, || target.get().node.invoke(py, input, &config))
+        let (step, args) = call(slf, config, kwargs)?;
+        let input = input.clone().unbind();
+        Context::run_isolated(py, || block_on(step.run(input, args, Caller::Thread)))
     }
 
-    #[pyo3(signature = (input, config=None))]
+    #[pyo3(signature = (input, config=None, **kwargs))]
     fn ainvoke(
         slf: &Bound<'_, Self>,
         input: &Bound<'_, PyAny>,
         config: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<LazyCoroutine> {
-        let config = Arc::new(RunConfig::parse(config)?);
-        let target = with_config_policy(slf, [&config.policy])?;
-        let spec = match target.get().node.gather_spec(input, &config) {
-            Some(spec) => spec,
-            None => GatherSpec {
-                work: Arc::new(Calls::one(
-                    &Arc::new(Step::Native(target.unbind())),
-                    input,
-                    &config,
-                )),
-                collect: Collect::Single,
-                max_concurrency: None,
-                return_exceptions: false,
-            },
-        };
-        Ok(LazyCoroutine::new(spec))
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Coroutine> {
+        let (step, args) = call(slf, config, kwargs)?;
+        let input = input.clone().unbind();
+        Ok(Coroutine::new(step.run(input, args, Caller::Loop)))
     }
 
-    #[pyo3(signature = (inputs, config=None, *, return_exceptions=false))]
+    #[pyo3(signature = (inputs, config=None, *, return_exceptions=false, **kwargs))]
     fn batch(
         slf: &Bound<'_, Self>,
         inputs: &Bound<'_, PyAny>,
         config: Option<&Bound<'_, PyAny>>,
         return_exceptions: bool,
+        kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let (calls, max_concurrency) = batch_calls(slf, inputs, config)?;
-        let values = FanOut::run_blocking(py, Arc::new(calls), max_concurrency, return_exceptions)?;
+        let (calls, opts) = batch_calls(slf, inputs, config, return_exceptions, kwargs)?;
+        let values = block_on(fan_out(Arc::new(calls), opts, Caller::Thread))?;
         Collect::List.build(py, values)
     }
 
-    #[pyo3(signature = (inputs, config=None, *, return_exceptions=false))]
+    #[pyo3(signature = (inputs, config=None, *, return_exceptions=false, **kwargs))]
     fn abatch(
         slf: &Bound<'_, Self>,
         inputs: &Bound<'_, PyAny>,
         config: Option<&Bound<'_, PyAny>>,
         return_exceptions: bool,
-    ) -> PyResult<LazyCoroutine> {
-        let (calls, max_concurrency) = batch_calls(slf, inputs, config)?;
-        Ok(LazyCoroutine::new(GatherSpec {
-            work: Arc::new(calls),
-            collect: Collect::List,
-            max_concurrency,
-            return_exceptions,
-        }))
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Coroutine> {
+        let (calls, opts) = batch_calls(slf, inputs, config, return_exceptions, kwargs)?;
+        Ok(Coroutine::new(Box::pin(async move {
+            let values = fan_out(Arc::new(calls), opts, Caller::Loop).await?;
+            Python::attach(|py| Collect::List.build(py, values))
+        })))
     }
 
     /// `self | other`: a Sequence (nested sequences are flattened).
@@ -300,78 +268,89 @@ impl Runnable {
     /// Chunks of the output as they are produced (one chunk for a runnable that does not
     /// stream). A Parallel yields one-key dicts as its steps produce chunks.
     #[pyo3(signature = (input, config=None, **kwargs))]
-    fn stream<'py>(
-        slf: &Bound<'py, Self>,
-        input: &Bound<'py, PyAny>,
-        config: Option<&Bound<'py, PyAny>>,
-        kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        chain_call(slf, "stream", (input, config), kwargs)
+    fn stream(
+        slf: &Bound<'_, Self>,
+        input: &Bound<'_, PyAny>,
+        config: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<ChunkIterator> {
+        let chunks = Chunks::once(input.clone().unbind());
+        stream_of(slf, chunks, config, kwargs, Caller::Thread)
+            .and_then(|c| ChunkIterator::new(slf.py(), c))
     }
 
     /// Like :meth:`stream` for an iterator of input chunks.
     #[pyo3(signature = (input, config=None, **kwargs))]
-    fn transform<'py>(
-        slf: &Bound<'py, Self>,
-        input: &Bound<'py, PyAny>,
-        config: Option<&Bound<'py, PyAny>>,
-        kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        chain_call(slf, "transform", (input, config), kwargs)
+    fn transform(
+        slf: &Bound<'_, Self>,
+        input: &Bound<'_, PyAny>,
+        config: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<ChunkIterator> {
+        let chunks = Chunks::from_iterable(input)?;
+        stream_of(slf, chunks, config, kwargs, Caller::Thread)
+            .and_then(|c| ChunkIterator::new(slf.py(), c))
     }
 
     /// The async iterator counterpart of :meth:`stream`.
     #[pyo3(signature = (input, config=None, **kwargs))]
-    fn astream<'py>(
-        slf: &Bound<'py, Self>,
-        input: &Bound<'py, PyAny>,
-        config: Option<&Bound<'py, PyAny>>,
-        kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        chain_call(slf, "astream", (input, config), kwargs)
+    fn astream(
+        slf: &Bound<'_, Self>,
+        input: &Bound<'_, PyAny>,
+        config: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<ChunkAsyncIterator> {
+        let chunks = Chunks::once(input.clone().unbind());
+        stream_of(slf, chunks, config, kwargs, Caller::Loop)
+            .and_then(|c| ChunkAsyncIterator::new(slf.py(), c))
     }
 
-    /// The async iterator counterpart of :meth:`transform`.
+    /// The async iterator counterpart of :meth:`transform` (for an async iterator of input
+    /// chunks; a sync iterable is accepted too).
     #[pyo3(signature = (input, config=None, **kwargs))]
-    fn atransform<'py>(
-        slf: &Bound<'py, Self>,
-        input: &Bound<'py, PyAny>,
-        config: Option<&Bound<'py, PyAny>>,
-        kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        chain_call(slf, "atransform", (input, config), kwargs)
+    fn atransform(
+        slf: &Bound<'_, Self>,
+        input: &Bound<'_, PyAny>,
+        config: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<ChunkAsyncIterator> {
+        let py = slf.py();
+        let chunks = if input.hasattr(intern!(py, "__aiter__"))? {
+            Chunks::from_aiter(input.call_method0(intern!(py, "__aiter__"))?.unbind())
+        } else {
+            Chunks::from_iterable(input)?
+        };
+        stream_of(slf, chunks, config, kwargs, Caller::Loop)
+            .and_then(|c| ChunkAsyncIterator::new(py, c))
     }
 
     /// `(index, result)` pairs as the items of a batch finish.
-    #[pyo3(signature = (inputs, config=None, *, return_exceptions=false))]
-    fn batch_as_completed<'py>(
-        slf: &Bound<'py, Self>,
-        inputs: &Bound<'py, PyAny>,
-        config: Option<&Bound<'py, PyAny>>,
+    #[pyo3(signature = (inputs, config=None, *, return_exceptions=false, **kwargs))]
+    fn batch_as_completed(
+        slf: &Bound<'_, Self>,
+        inputs: &Bound<'_, PyAny>,
+        config: Option<&Bound<'_, PyAny>>,
         return_exceptions: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        chain_call(
-            slf,
-            "batch_as_completed",
-            (inputs, config, return_exceptions),
-            None,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<ChunkIterator> {
+        let (calls, opts) = batch_calls(slf, inputs, config, return_exceptions, kwargs)?;
+        ChunkIterator::new(
+            slf.py(),
+            as_completed(Arc::new(calls), opts, Caller::Thread),
         )
     }
 
     /// The async iterator counterpart of :meth:`batch_as_completed`.
-    #[pyo3(signature = (inputs, config=None, *, return_exceptions=false))]
-    fn abatch_as_completed<'py>(
-        slf: &Bound<'py, Self>,
-        inputs: &Bound<'py, PyAny>,
-        config: Option<&Bound<'py, PyAny>>,
+    #[pyo3(signature = (inputs, config=None, *, return_exceptions=false, **kwargs))]
+    fn abatch_as_completed(
+        slf: &Bound<'_, Self>,
+        inputs: &Bound<'_, PyAny>,
+        config: Option<&Bound<'_, PyAny>>,
         return_exceptions: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        chain_call(
-            slf,
-            "abatch_as_completed",
-            (inputs, config, return_exceptions),
-            None,
-        )
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<ChunkAsyncIterator> {
+        let (calls, opts) = batch_calls(slf, inputs, config, return_exceptions, kwargs)?;
+        ChunkAsyncIterator::new(slf.py(), as_completed(Arc::new(calls), opts, Caller::Loop))
     }
 
     /// A runnable that retries this one on failure (langchain_core's names and defaults).
@@ -455,20 +434,40 @@ impl Runnable {
     }
 }
 
-/// Calls `fastlcel._chain.<name>(self, *args, **kwargs)`.
-fn chain_call<'py>(
-    slf: &Bound<'py, Runnable>,
-    name: &str,
-    args: impl IntoPyObject<'py, Target = PyTuple, Output = Bound<'py, PyTuple>, Error = PyErr>,
-    kwargs: Option<&Bound<'py, PyDict>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let py = slf.py();
-    let args = args.into_pyobject(py)?;
-    let all: Vec<_> = std::iter::once(slf.clone().into_any())
-        .chain(args.iter())
-        .collect();
-    let all = PyTuple::new(py, all)?;
-    chain_helper(py, name)?.call(all, kwargs)
+/// The runnable a call runs (under its config's policy keys) and its arguments.
+fn call(
+    slf: &Bound<'_, Runnable>,
+    config: Option<&Bound<'_, PyAny>>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<(Step, Args)> {
+    let config = Arc::new(RunConfig::parse(config)?);
+    let target = with_config_policy(slf, [&config.policy])?;
+    let args = Args {
+        config,
+        kwargs: kwargs_of(kwargs),
+    };
+    Ok((Step::Native(target.unbind()), args))
+}
+
+/// The output chunks of `slf` for `input`, for `caller`.
+fn stream_of(
+    slf: &Bound<'_, Runnable>,
+    input: Chunks,
+    config: Option<&Bound<'_, PyAny>>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+    caller: Caller,
+) -> PyResult<Chunks> {
+    let args = Args {
+        config: Arc::new(RunConfig::parse(config)?),
+        kwargs: kwargs_of(kwargs),
+    };
+    Ok(Step::Native(slf.clone().unbind()).stream(input, args, caller))
+}
+
+fn kwargs_of(kwargs: Option<&Bound<'_, PyDict>>) -> Option<Arc<Py<PyDict>>> {
+    kwargs
+        .filter(|k| !k.is_empty())
+        .map(|k| Arc::new(k.clone().unbind()))
 }
 
 /// A Binding of `slf` whose config and kwargs `make` derives from the current ones (empty
@@ -502,22 +501,28 @@ fn rebind<'py>(
     Binding::make(py, node)
 }
 
-/// The calls of `batch`/`abatch`: this runnable on every input.
+/// The calls of `batch` and its kin: this runnable on every input, and the fan-out's options.
 fn batch_calls(
     slf: &Bound<'_, Runnable>,
     inputs: &Bound<'_, PyAny>,
     config: Option<&Bound<'_, PyAny>>,
-) -> PyResult<(Calls, Option<usize>)> {
+    return_exceptions: bool,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<(Calls, FanOpts)> {
     let inputs = collect_inputs(inputs)?;
     let configs = BatchConfig::parse(config, inputs.len())?;
-    let max_concurrency = configs.max_concurrency();
+    let opts = FanOpts {
+        max_concurrency: configs.max_concurrency(),
+        return_exceptions,
+    };
     let target = with_config_policy(slf, configs.policies())?;
     let calls = Calls::Map {
         step: Arc::new(Step::Native(target.unbind())),
         inputs,
         configs,
+        kwargs: kwargs_of(kwargs),
     };
-    Ok((calls, max_concurrency))
+    Ok((calls, opts))
 }
 
 /// `runnable` under the policy keys of its call's config (`concurrency_limit`, then

@@ -10,10 +10,10 @@ use pyo3::types::PyDict;
 use pyo3::PyTraverseError;
 
 use super::base::{Node, Runnable};
-use super::chain_helper;
-use super::Step;
-use crate::config::RunConfig;
-use crate::exec::{Awaitable, Mode};
+use super::{Args, Step};
+use crate::exec::coro::StepFuture;
+use crate::exec::stream::Chunks;
+use crate::exec::{Caller, Kind};
 
 pub(crate) struct BindingNode {
     pub(crate) bound: Step,
@@ -24,41 +24,41 @@ pub(crate) struct BindingNode {
 }
 
 impl BindingNode {
-    fn config(&self, py: Python<'_>, call: &RunConfig) -> PyResult<Arc<RunConfig>> {
-        Ok(Arc::new(call.merged_under(self.config.bind(py))?))
+    /// The bound runnable's arguments: this binding's config merged under the call's, its
+    /// keyword arguments under the call's.
+    fn args(&self, args: &Args) -> PyResult<Args> {
+        Python::attach(|py| {
+            let config = Arc::new(args.config.merged_under(self.config.bind(py))?);
+            let kwargs = self.kwargs.bind(py).copy()?;
+            if let Some(extra) = args.kwargs(py) {
+                kwargs.update(extra.as_mapping())?;
+            }
+            Ok(Args {
+                config,
+                kwargs: Some(Arc::new(kwargs.unbind())),
+            })
+        })
     }
 }
 
 impl Node for BindingNode {
-    fn invoke(
-        &self,
-        py: Python<'_>,
-        input: &Bound<'_, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Py<PyAny>> {
-        let config = self.config(py, config)?;
-        self.bound
-            .invoke_with(py, input, &config, Some(self.kwargs.bind(py)))
+    fn kind(&self) -> Kind {
+        self.bound.kind()
     }
 
-    fn mode(&self) -> Mode {
-        self.bound.mode()
+    /// The bound runnable, right here (a binding is placed as what it binds).
+    fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
+        match self.args(&args) {
+            Ok(args) => self.bound.here().run(input, args, mode),
+            Err(err) => Box::pin(async move { Err(err) }),
+        }
     }
 
-    fn awaitable<'py>(
-        &self,
-        py: Python<'py>,
-        input: &Bound<'py, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Awaitable<'py>> {
-        let config = self.config(py, config)?;
-        let coro = chain_helper(py, "binding")?.call1((
-            self.bound.object(py),
-            input,
-            config.to_dict(py)?,
-            self.kwargs.bind(py),
-        ))?;
-        Ok(Awaitable::Other(coro))
+    fn stream(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+        match self.args(&args) {
+            Ok(args) => self.bound.here().stream(input, args, mode),
+            Err(err) => Chunks::failed(err, mode),
+        }
     }
 
     fn name(&self, py: Python<'_>) -> String {
@@ -108,17 +108,6 @@ impl Binding {
     fn config(slf: &Bound<'_, Self>) -> Py<PyDict> {
         let node: &BindingNode = slf.as_super().get().node_as();
         node.config.clone_ref(slf.py())
-    }
-
-    /// `config` merged under this binding's own config (for the streaming helpers).
-    fn _merge_config(
-        slf: &Bound<'_, Self>,
-        config: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<PyDict>> {
-        let py = slf.py();
-        let node: &BindingNode = slf.as_super().get().node_as();
-        let call = RunConfig::parse(config)?;
-        Ok(node.config(py, &call)?.user_dict(py).unbind())
     }
 
     #[getter]

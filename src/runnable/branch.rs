@@ -11,9 +11,10 @@ use pyo3::types::{PyList, PyTuple};
 use pyo3::{PyClassInitializer, PyTraverseError};
 
 use super::base::{Node, Runnable};
-use super::{chain_helper, describe, Step};
-use crate::config::RunConfig;
-use crate::exec::{Awaitable, Mode};
+use super::{describe, Args, Step};
+use crate::exec::coro::StepFuture;
+use crate::exec::stream::{accumulate, Chunks};
+use crate::exec::{Caller, Kind};
 
 pub(crate) struct BranchNode {
     branches: Vec<(Step, Step)>,
@@ -29,38 +30,56 @@ impl BranchNode {
     }
 }
 
-impl Node for BranchNode {
-    fn invoke(
-        &self,
-        py: Python<'_>,
-        input: &Bound<'_, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Py<PyAny>> {
+impl BranchNode {
+    /// The runnable to run on `input`: the first whose condition holds, else the default.
+    async fn choose(&self, input: &Py<PyAny>, args: &Args, mode: Caller) -> PyResult<&Step> {
         for (condition, runnable) in &self.branches {
-            if condition.invoke(py, input, config)?.bind(py).is_truthy()? {
-                return runnable.invoke(py, input, config);
+            let input = Python::attach(|py| input.clone_ref(py));
+            let holds = condition.run(input, args.config_only(), mode).await?;
+            if Python::attach(|py| holds.bind(py).is_truthy())? {
+                return Ok(runnable);
             }
         }
-        self.default.invoke(py, input, config)
+        Ok(&self.default)
+    }
+}
+
+impl Node for BranchNode {
+    fn kind(&self) -> Kind {
+        Kind::of_all(self.parts().map(Step::kind))
     }
 
-    fn mode(&self) -> Mode {
-        Mode::of_all(self.parts().map(Step::mode))
+    fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
+        Box::pin(async move {
+            let chosen = self.choose(&input, &args, mode).await?;
+            chosen.run(input, args, mode).await
+        })
     }
 
-    fn awaitable<'py>(
-        &self,
-        py: Python<'py>,
-        input: &Bound<'py, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Awaitable<'py>> {
-        let coro = chain_helper(py, "branch")?.call1((
-            branch_list(py, self)?,
-            self.default.object(py),
-            input,
-            config.to_dict(py)?,
-        ))?;
-        Ok(Awaitable::Other(coro))
+    /// The chosen runnable's chunks, once the input is whole (langchain_core's RunnableBranch).
+    fn stream(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+        let stream = async_stream::stream! {
+            let value = match accumulate(input).await {
+                Ok(Some(value)) => value,
+                Ok(None) => return,
+                Err(err) => {
+                    yield Err(err);
+                    return;
+                }
+            };
+            let chosen = match self.choose(&value, &args, mode).await {
+                Ok(chosen) => chosen,
+                Err(err) => {
+                    yield Err(err);
+                    return;
+                }
+            };
+            let mut chunks = chosen.stream(Chunks::once(value), args.clone(), mode);
+            while let Some(chunk) = futures_util::StreamExt::next(&mut chunks.stream).await {
+                yield chunk;
+            }
+        };
+        Chunks::made_by(Box::pin(stream), mode)
     }
 
     fn name(&self, _py: Python<'_>) -> String {

@@ -17,15 +17,16 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
 use crate::errors::{type_error, value_error};
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::PyDict;
 use pyo3::{intern, PyTraverseError};
 
 use super::base::{Node, Runnable};
-use super::{describe, resilience, Step};
-use crate::config::{parse_timeout, type_name, RunConfig};
+use super::{describe, Args, Step};
+use crate::config::{parse_timeout, type_name};
 use crate::exec::aio;
+use crate::exec::coro::{py_await, StepFuture};
 use crate::exec::wait::{self, Signal};
-use crate::exec::{Awaitable, Mode};
+use crate::exec::{Caller, Kind};
 
 enum SlotState {
     /// Being computed; tasks waiting on it, by loop.
@@ -272,60 +273,129 @@ impl CachedNode {
     }
 }
 
-impl Node for CachedNode {
-    fn invoke(
-        &self,
-        py: Python<'_>,
-        input: &Bound<'_, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Py<PyAny>> {
-        let key = self.key(input)?;
-        loop {
-            match self.store.lookup(&key)? {
-                Lookup::Hit(value) => return Ok(value),
-                Lookup::Wait(slot) => {
-                    wait::wait(py, &slot.get().settled)?;
-                    match slot.get().settled(py) {
-                        Settled::Value(value) => return Ok(value),
-                        Settled::Error(exc) => return Err(PyErr::from_value(exc.into_bound(py))),
-                        Settled::Retry => continue,
+/// A lookup's outcome, held across waits.
+enum Found {
+    Hit(Py<PyAny>),
+    Wait(Py<Slot>),
+    Lead(Py<Slot>),
+}
+
+impl CachedNode {
+    /// Waits the caller's way for another call's computation of `slot`.
+    async fn wait(slot: &Py<Slot>, mode: Caller) -> PyResult<Settled> {
+        match mode {
+            Caller::Thread => Python::attach(|py| {
+                wait::wait(py, &slot.get().settled)?;
+                Ok(slot.get().settled(py))
+            }),
+            Caller::Loop => {
+                let future = Python::attach(|py| -> PyResult<Py<PyAny>> {
+                    let (event_loop, future) = aio::loop_future(py)?;
+                    let pending = {
+                        let mut state = slot.get().state.lock();
+                        match &mut *state {
+                            SlotState::Pending { waiters } => {
+                                waiters.push((event_loop.unbind(), future.clone().unbind()));
+                                true
+                            }
+                            _ => false,
+                        }
+                    };
+                    if !pending {
+                        // Settled meanwhile (on another thread).
+                        Slot::_resolve(slot.bind(py), &future)?;
                     }
-                }
-                Lookup::Lead(slot) => {
-                    let result = self.inner.invoke(py, input, config);
-                    match &result {
-                        Ok(value) => self.store.settle(&key, &slot, Ok(value.bind(py)))?,
-                        Err(err) => self
-                            .store
-                            .settle(&key, &slot, Err(err.value(py).as_any()))?,
+                    Ok(future.unbind())
+                })?;
+                // Resolved with the slot itself: the computing call was cancelled, look again.
+                let value = py_await(future).await?;
+                Ok(Python::attach(|py| {
+                    if value.bind(py).is(slot) {
+                        Settled::Retry
+                    } else {
+                        Settled::Value(value)
                     }
-                    return result;
-                }
+                }))
             }
         }
     }
+}
 
+/// The call computing a key: settles its slot with the outcome, or hands the computation over
+/// (to a waiter) if it is dropped before it has one (cancelled).
+struct Leader {
+    store: Arc<Store>,
+    key: Py<PyAny>,
+    slot: Option<Py<Slot>>,
+}
+
+impl Leader {
+    fn settle(mut self, outcome: &PyResult<Py<PyAny>>) -> PyResult<()> {
+        let slot = self.slot.take().expect("settled once");
+        Python::attach(|py| {
+            let outcome = match outcome {
+                Ok(value) => Ok(value.bind(py).clone()),
+                Err(err) => Err(err.value(py).clone().into_any()),
+            };
+            self.store
+                .settle(self.key.bind(py), slot.bind(py), outcome.as_ref())
+        })
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            Python::attach(|py| {
+                let cancelled = pyo3::exceptions::asyncio::CancelledError::new_err(());
+                let exc = cancelled.value(py).clone().into_any();
+                let _ = self
+                    .store
+                    .settle(self.key.bind(py), slot.bind(py), Err(&exc));
+            });
+        }
+    }
+}
+
+impl Node for CachedNode {
     /// Always awaited on the loop: a hit costs no thread.
-    fn mode(&self) -> Mode {
-        Mode::Await
+    fn kind(&self) -> Kind {
+        Kind::Async
     }
 
-    fn awaitable<'py>(
-        &self,
-        py: Python<'py>,
-        input: &Bound<'py, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Awaitable<'py>> {
-        let call = CacheCall {
-            store: Arc::clone(&self.store),
-            key: self.key(input)?.unbind(),
-            step: Arc::clone(&self.inner),
-            input: input.clone().unbind(),
-            config: Arc::clone(config),
-        };
-        Ok(Awaitable::Other(
-            resilience(py, intern!(py, "cached"))?.call1((call,))?,
-        ))
+    fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
+        Box::pin(async move {
+            let key = Python::attach(|py| self.key(input.bind(py)).map(Bound::unbind))?;
+            loop {
+                let found = Python::attach(|py| -> PyResult<Found> {
+                    Ok(match self.store.lookup(key.bind(py))? {
+                        Lookup::Hit(value) => Found::Hit(value),
+                        Lookup::Wait(slot) => Found::Wait(slot.unbind()),
+                        Lookup::Lead(slot) => Found::Lead(slot.unbind()),
+                    })
+                })?;
+                match found {
+                    Found::Hit(value) => return Ok(value),
+                    Found::Wait(slot) => match Self::wait(&slot, mode).await? {
+                        Settled::Value(value) => return Ok(value),
+                        Settled::Error(exc) => {
+                            return Err(Python::attach(|py| PyErr::from_value(exc.into_bound(py))))
+                        }
+                        Settled::Retry => continue,
+                    },
+                    Found::Lead(slot) => {
+                        let leader = Leader {
+                            store: Arc::clone(&self.store),
+                            key: Python::attach(|py| key.clone_ref(py)),
+                            slot: Some(slot),
+                        };
+                        let result = self.inner.run(input, args, mode).await;
+                        leader.settle(&result)?;
+                        return result;
+                    }
+                }
+            }
+        })
     }
 
     fn name(&self, py: Python<'_>) -> String {
@@ -358,67 +428,6 @@ impl Node for CachedNode {
 
     fn as_any(&self) -> &dyn Any {
         self
-    }
-}
-
-/// One async call of a cached runnable, driven by `_resilience.cached`.
-#[pyclass(frozen)]
-struct CacheCall {
-    store: Arc<Store>,
-    key: Py<PyAny>,
-    step: Arc<Step>,
-    input: Py<PyAny>,
-    config: Arc<RunConfig>,
-}
-
-#[pymethods]
-impl CacheCall {
-    /// `(value, None, None)` on a hit; `(None, future, slot)` to wait for another call (the
-    /// future resolves to `slot` if that call was cancelled: look again); `(None, None, slot)`
-    /// to compute it here, then `store` or `fail`.
-    fn lookup<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let none = py.None().into_bound(py);
-        match self.store.lookup(self.key.bind(py))? {
-            Lookup::Hit(value) => PyTuple::new(py, [value.into_bound(py), none.clone(), none]),
-            Lookup::Lead(slot) => PyTuple::new(py, [none.clone(), none, slot.into_any()]),
-            Lookup::Wait(slot) => {
-                let (event_loop, future) = aio::loop_future(py)?;
-                let pending = {
-                    let mut state = slot.get().state.lock();
-                    match &mut *state {
-                        SlotState::Pending { waiters } => {
-                            waiters.push((event_loop.unbind(), future.clone().unbind()));
-                            true
-                        }
-                        _ => false,
-                    }
-                };
-                if !pending {
-                    // Settled meanwhile (on another thread).
-                    Slot::_resolve(&slot, &future)?;
-                }
-                PyTuple::new(py, [none, future, slot.into_any()])
-            }
-        }
-    }
-
-    fn attempt<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.step
-            .awaitable_any(py, self.input.bind(py), &self.config)
-    }
-
-    fn store(&self, slot: &Bound<'_, Slot>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.store.settle(self.key.bind(slot.py()), slot, Ok(value))
-    }
-
-    fn fail(&self, slot: &Bound<'_, Slot>, exc: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.store.settle(self.key.bind(slot.py()), slot, Err(exc))
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        // The store and the step are shared with the node, which reports them.
-        visit.call(&self.key)?;
-        visit.call(&self.input)
     }
 }
 

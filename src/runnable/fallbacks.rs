@@ -14,125 +14,142 @@ use pyo3::prelude::*;
 
 use crate::errors::{type_error, value_error};
 use pyo3::types::{PyDict, PyString};
-use pyo3::{intern, PyTraverseError};
+use pyo3::PyTraverseError;
 
 use super::base::{Node, Runnable};
-use super::{describe, exception_types, resilience, Awaiter, Step};
-use crate::config::{type_name, RunConfig};
-use crate::exec::{Awaitable, Mode};
+use super::{describe, exception_types, Args, Step};
+use crate::config::type_name;
+use crate::exec::coro::StepFuture;
+use crate::exec::stream::{accumulate, Chunks};
+use crate::exec::{Caller, Kind};
 
 pub(crate) struct FallbacksNode {
     /// The runnable, then its fallbacks.
     steps: Vec<Arc<Step>>,
     /// A tuple of exception types.
     handled: Py<PyAny>,
-    exception_key: Option<Py<ErrorKey>>,
-}
-
-/// Makes a fallback's input: a copy of the input dict with the last error under the key.
-#[pyclass(frozen)]
-pub(crate) struct ErrorKey {
-    key: Py<PyString>,
-}
-
-impl ErrorKey {
-    fn input_with<'py>(
-        &self,
-        input: &Bound<'py, PyAny>,
-        error: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let copy = input.cast::<PyDict>()?.copy()?;
-        copy.set_item(&self.key, error)?;
-        Ok(copy.into_any())
-    }
-}
-
-#[pymethods]
-impl ErrorKey {
-    fn __call__<'py>(
-        &self,
-        input: &Bound<'py, PyAny>,
-        error: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.input_with(input, error)
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.key)
-    }
+    /// With it, a fallback's input is a copy of the input dict with the last error under it.
+    exception_key: Option<Py<PyString>>,
 }
 
 impl FallbacksNode {
-    fn check_input(&self, input: &Bound<'_, PyAny>) -> PyResult<()> {
-        if self.exception_key.is_some() && !input.is_instance_of::<PyDict>() {
+    fn check_input(&self, py: Python<'_>, input: &Py<PyAny>) -> PyResult<()> {
+        if self.exception_key.is_some() && !input.bind(py).is_instance_of::<PyDict>() {
             return Err(value_error(format!(
                 "with_fallbacks(exception_key=...) needs a dict input (the error is added to a \
                  copy of it); got {}",
-                type_name(input)
+                type_name(input.bind(py))
             )));
         }
         Ok(())
     }
+
+    /// The input of the next attempt: the input, or with `exception_key` a copy of it holding
+    /// the last error.
+    fn attempt_input(
+        &self,
+        py: Python<'_>,
+        input: &Py<PyAny>,
+        last_error: Option<&PyErr>,
+    ) -> PyResult<Py<PyAny>> {
+        match (&self.exception_key, last_error) {
+            (Some(key), Some(error)) => {
+                let copy = input.bind(py).cast::<PyDict>()?.copy()?;
+                copy.set_item(key, error.value(py))?;
+                Ok(copy.into_any().unbind())
+            }
+            _ => Ok(input.clone_ref(py)),
+        }
+    }
+
+    /// Whether `err` moves on to the next fallback: a handled Exception (Ctrl-C and
+    /// cancellation abort the call even if `handled` covers them).
+    fn handles(&self, py: Python<'_>, err: &PyErr) -> bool {
+        err.is_instance_of::<PyException>(py) && err.is_instance(py, self.handled.bind(py))
+    }
 }
 
 impl Node for FallbacksNode {
-    fn invoke(
-        &self,
-        py: Python<'_>,
-        input: &Bound<'_, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Py<PyAny>> {
-        self.check_input(input)?;
-        let handled = self.handled.bind(py);
-        let mut first_error: Option<PyErr> = None;
-        let mut last_error: Option<Bound<'_, PyAny>> = None;
-        for step in &self.steps {
-            let result = match (&self.exception_key, &last_error) {
-                (Some(key), Some(error)) => {
-                    step.invoke(py, &key.get().input_with(input, error)?, config)
+    fn kind(&self) -> Kind {
+        Step::wrapper_kind(&self.steps)
+    }
+
+    fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
+        Box::pin(async move {
+            Python::attach(|py| self.check_input(py, &input))?;
+            let mut first_error: Option<PyErr> = None;
+            let mut last_error: Option<PyErr> = None;
+            for step in &self.steps {
+                let attempt =
+                    Python::attach(|py| self.attempt_input(py, &input, last_error.as_ref()))?;
+                match step.run(attempt, args.clone(), mode).await {
+                    Ok(value) => return Ok(value),
+                    Err(err) if Python::attach(|py| self.handles(py, &err)) => {
+                        if first_error.is_none() {
+                            first_error = Some(Python::attach(|py| err.clone_ref(py)));
+                        }
+                        last_error = Some(err);
+                    }
+                    Err(err) => return Err(err),
                 }
-                _ => step.invoke(py, input, config),
-            };
-            match result {
-                Ok(value) => return Ok(value),
-                // Ctrl-C and cancellation abort the call even if `handled` covers them.
-                Err(err)
-                    if err.is_instance_of::<PyException>(py) && err.is_instance(py, handled) =>
-                {
-                    last_error = Some(err.value(py).clone().into_any());
-                    first_error.get_or_insert(err);
-                }
-                Err(err) => return Err(err),
             }
-        }
-        Err(first_error.expect("with_fallbacks always has at least one step"))
+            Err(first_error.expect("with_fallbacks always has at least one step"))
+        })
     }
 
-    fn mode(&self) -> Mode {
-        Step::wrapper_mode(&self.steps)
-    }
-
-    fn awaitable<'py>(
-        &self,
-        py: Python<'py>,
-        input: &Bound<'py, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Awaitable<'py>> {
-        self.check_input(input)?;
-        let attempts = self
-            .steps
-            .iter()
-            .map(|step| Awaiter::new(step, config))
-            .collect::<Vec<_>>();
-        let error_key = self.exception_key.as_ref().map(|k| k.clone_ref(py));
-        Ok(Awaitable::Other(
-            resilience(py, intern!(py, "fallbacks"))?.call1((
-                attempts,
-                input,
-                self.handled.bind(py),
-                error_key,
-            ))?,
-        ))
+    /// As langchain_core's RunnableWithFallbacks: once the input is whole, each runnable's
+    /// stream in turn until one gives its first chunk; that one is streamed to its end.
+    fn stream(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+        let stream = async_stream::stream! {
+            let input = match accumulate(input).await {
+                Ok(Some(value)) => value,
+                Ok(None) => return,
+                Err(err) => {
+                    yield Err(err);
+                    return;
+                }
+            };
+            if let Err(err) = Python::attach(|py| self.check_input(py, &input)) {
+                yield Err(err);
+                return;
+            }
+            let mut first_error: Option<PyErr> = None;
+            let mut last_error: Option<PyErr> = None;
+            for step in &self.steps {
+                let attempt = match Python::attach(|py| self.attempt_input(py, &input, last_error.as_ref())) {
+                    Ok(attempt) => attempt,
+                    Err(err) => {
+                        yield Err(err);
+                        return;
+                    }
+                };
+                let mut chunks = step.stream(Chunks::once(attempt), args.clone(), mode);
+                match futures_util::StreamExt::next(&mut chunks.stream).await {
+                    None => return,
+                    Some(Ok(first)) => {
+                        yield Ok(first);
+                        while let Some(chunk) = futures_util::StreamExt::next(&mut chunks.stream).await {
+                            yield chunk;
+                        }
+                        return;
+                    }
+                    Some(Err(err)) if Python::attach(|py| self.handles(py, &err)) => {
+                        if first_error.is_none() {
+                            first_error = Some(Python::attach(|py| err.clone_ref(py)));
+                        }
+                        last_error = Some(err);
+                    }
+                    Some(Err(err)) => {
+                        yield Err(err);
+                        return;
+                    }
+                }
+            }
+            if let Some(err) = first_error {
+                yield Err(err);
+            }
+        };
+        Chunks::made_by(Box::pin(stream), mode)
     }
 
     fn name(&self, _py: Python<'_>) -> String {
@@ -208,12 +225,7 @@ pub(crate) fn with_fallbacks(
                     describe(key)
                 ))
             })?;
-            Some(Py::new(
-                py,
-                ErrorKey {
-                    key: key.clone().unbind(),
-                },
-            )?)
+            Some(key.clone().unbind())
         }
     };
     let node = FallbacksNode {

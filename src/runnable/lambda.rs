@@ -1,21 +1,24 @@
-//! `Lambda`: a function (sync, async or both) as a runnable.
+//! `Lambda`: a function (sync, async or both) as a runnable, and `Generator`: a generator
+//! function over the stream of input chunks.
 
 use std::any::Any;
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use pyo3::exceptions::PyRecursionError;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
 use crate::errors::type_error;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyString};
 use pyo3::{intern, PyClassInitializer, PyTraverseError};
 
 use super::base::{Node, Runnable};
-use super::{chain_helper, describe, may_be_runnable, returned_runnable};
-use crate::config::RunConfig;
-use crate::exec::{aio, Awaitable, Mode};
+use super::{describe, may_be_runnable, returned_runnable, Args, Step};
+use crate::exec::coro::{py_await, StepFuture};
+use crate::exec::stream::{accumulate, Accumulator, ChunkAsyncIterator, ChunkIterator, Chunks};
+use crate::exec::{aio, bridge, Caller, Kind};
 
 /// A Python function and what was learnt about it once, at construction.
 pub(crate) struct Func {
@@ -24,66 +27,36 @@ pub(crate) struct Func {
     takes_config: bool,
     /// A generator function: `invoke` returns the sum (`+`) of its chunks, as langchain's does.
     generator: bool,
-    /// An async generator function.
+    /// An async generator function (or an object whose `__call__` is one).
     async_generator: bool,
 }
 
 impl Func {
     pub(crate) fn new(func: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let py = func.py();
         Ok(Self {
             func: func.clone().unbind(),
             takes_config: takes_config(func)?,
-            generator: inspect(func.py(), "isgeneratorfunction", func)?,
-            async_generator: inspect(func.py(), "isasyncgenfunction", func)?,
+            generator: inspect(py, "isgeneratorfunction", func)?,
+            async_generator: is_async_generator(func)?,
         })
     }
 
+    /// Calls it on `input` with the call's keyword arguments, and the config if it takes one.
     pub(crate) fn call<'py>(
         &self,
         py: Python<'py>,
         input: &Bound<'py, PyAny>,
-        config: &RunConfig,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.call_with(py, input, config, None)
-    }
-
-    /// Calls with extra keyword arguments (`bind`), and the config if it takes one.
-    fn call_with<'py>(
-        &self,
-        py: Python<'py>,
-        input: &Bound<'py, PyAny>,
-        config: &RunConfig,
-        extra: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let output = self.call_raw(py, input, config, extra)?;
-        if !self.generator {
-            return Ok(output);
-        }
-        let mut total: Option<Bound<'py, PyAny>> = None;
-        for chunk in output.try_iter()? {
-            let chunk = chunk?;
-            total = Some(match total {
-                None => chunk,
-                Some(t) => t.add(chunk)?,
-            });
-        }
-        Ok(total.unwrap_or_else(|| py.None().into_bound(py)))
-    }
-
-    fn call_raw<'py>(
-        &self,
-        py: Python<'py>,
-        input: &Bound<'py, PyAny>,
-        config: &RunConfig,
-        extra: Option<&Bound<'py, PyDict>>,
+        args: &Args,
     ) -> PyResult<Bound<'py, PyAny>> {
         let func = self.func.bind(py);
+        let extra = args.kwargs(py);
         let kwargs = match (self.takes_config, extra) {
             (false, None) => return func.call1((input,)),
             (false, Some(extra)) => extra.copy()?,
             (true, extra) => {
                 let kwargs = extra.map_or_else(|| Ok(PyDict::new(py)), |e| e.copy())?;
-                kwargs.set_item(intern!(py, "config"), config.to_dict(py)?)?;
+                kwargs.set_item(intern!(py, "config"), args.config.to_dict(py)?)?;
                 kwargs
             }
         };
@@ -114,71 +87,207 @@ pub(crate) struct LambdaNode {
 }
 
 impl LambdaNode {
-    /// The coroutine (or async generator) of the async function on `input`.
-    fn acall<'py>(
-        &self,
-        py: Python<'py>,
-        input: &Bound<'py, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let afunc = self
-            .afunc
-            .as_ref()
-            .expect("Mode::Await Lambdas have an afunc");
-        if self.kind == LambdaKind::Generator {
-            let chunks = chain_helper(py, "asingle")?.call1((input,))?;
-            afunc.call(py, &chunks, config)
-        } else {
-            afunc.call(py, input, config)
-        }
-    }
-
     /// The Python function of `func` (one of this node's), for the getters.
     fn function(&self, py: Python<'_>, func: &Option<Func>) -> Option<Py<PyAny>> {
         func.as_ref().map(|f| f.func.clone_ref(py))
     }
 
-    /// Runs the sync function; a runnable it returns is invoked on the same input in its place
-    /// (with one less `recursion_limit`).
-    pub(crate) fn call(
+    fn no_sync_function(&self, py: Python<'_>) -> PyErr {
+        type_error(format!(
+            "{} has only an async function; it cannot run synchronously here. Use \
+             `await runnable.ainvoke(...)` (or abatch, astream) instead",
+            self.repr(py).unwrap_or_default()
+        ))
+    }
+
+    /// The sync function's output on `input`; a generator function's chunks added up.
+    fn call_sync(&self, py: Python<'_>, input: &Py<PyAny>, args: &Args) -> PyResult<Py<PyAny>> {
+        let func = self
+            .func
+            .as_ref()
+            .ok_or_else(|| self.no_sync_function(py))?;
+        let output = func.call(py, input.bind(py), args)?;
+        if !func.generator {
+            return Ok(output.unbind());
+        }
+        let mut acc = Accumulator::new(false);
+        for chunk in output.try_iter()? {
+            acc.add(py, chunk?.unbind())?;
+        }
+        Ok(acc.value().unwrap_or_else(|| py.None()))
+    }
+
+    /// The async function's output on `input`, awaited; an async generator's chunks added up.
+    async fn call_async(&self, input: &Py<PyAny>, args: &Args) -> PyResult<Py<PyAny>> {
+        let Some(afunc) = &self.afunc else {
+            return Err(Python::attach(|py| {
+                type_error(format!(
+                    "{} has no async function (fastlcel internal error: please report it)",
+                    self.repr(py).unwrap_or_default()
+                ))
+            }));
+        };
+        let made = Python::attach(|py| afunc.call(py, input.bind(py), args).map(Bound::unbind))?;
+        if afunc.async_generator {
+            let total = accumulate(Chunks::from_aiter(made)).await?;
+            return Ok(total.unwrap_or_else(|| Python::attach(|py| py.None())));
+        }
+        py_await(made).await
+    }
+
+    /// Whether this call runs the sync function: on a thread, or an inline one anywhere.
+    fn runs_sync(&self, mode: Caller) -> bool {
+        mode == Caller::Thread || self.kind == LambdaKind::Inline
+    }
+
+    /// If `output` is a runnable, what runs in the Lambda's place: that runnable and its
+    /// arguments (one less `recursion_limit`), as langchain_core's RunnableLambda does.
+    fn returned(
         &self,
         py: Python<'_>,
-        input: &Bound<'_, PyAny>,
-        config: &Arc<RunConfig>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Py<PyAny>> {
-        let Some(func) = &self.func else {
-            // Reached from a sync step of an awaiting caller: await it on the caller's loop.
-            let make = || match self.awaitable(py, input, config)? {
-                Awaitable::Other(coro) | Awaitable::Future(coro) => Ok(coro),
-            };
-            if let Some(result) = aio::await_on_caller_loop(py, make) {
-                return result;
-            }
-            return Err(type_error(format!(
-                "Lambda({}) has only an async function; it cannot be invoked synchronously. \
-                 Use `await runnable.ainvoke(...)` (or abatch) instead",
-                self.name.bind(py)
-            )));
+        input: &Py<PyAny>,
+        output: &Bound<'_, PyAny>,
+        args: &Args,
+    ) -> PyResult<Option<(Step, Args)>> {
+        let Some(step) = returned_runnable(output)? else {
+            return Ok(None);
         };
-        let output = if self.kind == LambdaKind::Generator {
-            let chunks = PyList::new(py, [input])?.try_iter()?;
-            func.call_with(py, chunks.as_any(), config, kwargs)?
-        } else {
-            func.call_with(py, input, config, kwargs)?
-        };
-        let Some(step) = returned_runnable(&output)? else {
-            return Ok(output.unbind());
-        };
-        if config.recursion_limit <= 0 {
+        let limit = args.config.recursion_limit;
+        if limit <= 0 {
             return Err(PyRecursionError::new_err(format!(
-                "Recursion limit reached when invoking Lambda({}) with input {}.",
-                self.name.bind(py),
-                input.repr()?
+                "Recursion limit reached when invoking {} with input {}.",
+                self.repr(py)?,
+                input.bind(py).repr()?
             )));
         }
-        let child = Arc::new(config.with_recursion_limit(py, config.recursion_limit - 1)?);
-        step.invoke(py, input, &child)
+        let child = args.config.with_recursion_limit(py, limit - 1)?;
+        Ok(Some((step, Args::new(Arc::new(child)))))
+    }
+
+    /// The Lambda's output once its function returned `output`.
+    async fn finish(
+        self: Arc<Self>,
+        input: Py<PyAny>,
+        output: Py<PyAny>,
+        args: Args,
+        mode: Caller,
+    ) -> PyResult<Py<PyAny>> {
+        let next = Python::attach(|py| self.returned(py, &input, output.bind(py), &args))?;
+        match next {
+            None => Ok(output),
+            Some((step, child)) => run_returned(&step, input, child, mode).await,
+        }
+    }
+
+    /// The chunks of a generator function over the stream of input chunks.
+    fn generate(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+        let stream = async_stream::stream! {
+            let made = Python::attach(|py| -> PyResult<Chunks> {
+                match (mode, &self.func, &self.afunc) {
+                    (Caller::Thread, Some(func), _) => {
+                        let chunks = Py::new(py, ChunkIterator::bare(input))?;
+                        Chunks::from_iterable(&func.call(py, chunks.bind(py).as_any(), &args)?)
+                    }
+                    (Caller::Loop, _, Some(afunc)) => {
+                        let chunks = Py::new(py, ChunkAsyncIterator::bare(input))?;
+                        let output = afunc.call(py, chunks.bind(py).as_any(), &args)?;
+                        Ok(Chunks::from_aiter(output.unbind()))
+                    }
+                    _ => Err(self.no_sync_function(py)),
+                }
+            });
+            match made {
+                Ok(mut chunks) => {
+                    while let Some(chunk) = chunks.stream.next().await {
+                        yield chunk;
+                    }
+                }
+                Err(err) => yield Err(err),
+            }
+        };
+        Chunks::made_by(Box::pin(stream), mode)
+    }
+
+    /// A function's chunks, as langchain_core's RunnableLambda streams: the function runs on the
+    /// sum of the input; a generator function's chunks come as they are made; a runnable it
+    /// returns is streamed in its place.
+    fn stream_function(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+        let stream = async_stream::stream! {
+            let value = match accumulate(input).await {
+                Ok(Some(value)) => value,
+                Ok(None) => return,
+                Err(err) => {
+                    yield Err(err);
+                    return;
+                }
+            };
+            let sync = self.runs_sync(mode);
+            let func = if sync { &self.func } else { &self.afunc };
+            let streams = func.as_ref().is_some_and(|f| if sync { f.generator } else { f.async_generator });
+            let output = if streams {
+                let made = Python::attach(|py| -> PyResult<Chunks> {
+                    let func = func.as_ref().expect("checked just above");
+                    let output = func.call(py, value.bind(py), &args)?;
+                    if sync {
+                        Chunks::from_iterable(&output)
+                    } else {
+                        Ok(Chunks::from_aiter(output.unbind()))
+                    }
+                });
+                let mut chunks = match made {
+                    Ok(chunks) => chunks,
+                    Err(err) => {
+                        yield Err(err);
+                        return;
+                    }
+                };
+                let mut acc = Accumulator::new(false);
+                while let Some(chunk) = chunks.stream.next().await {
+                    match chunk {
+                        Ok(chunk) => {
+                            let copy = Python::attach(|py| chunk.clone_ref(py));
+                            yield Ok(chunk);
+                            if let Err(err) = Python::attach(|py| acc.add(py, copy)) {
+                                yield Err(err);
+                                return;
+                            }
+                        }
+                        Err(err) => {
+                            yield Err(err);
+                            return;
+                        }
+                    }
+                }
+                acc.value()
+            } else {
+                let output = if sync {
+                    Python::attach(|py| self.call_sync(py, &value, &args))
+                } else {
+                    self.call_async(&value, &args).await
+                };
+                match output {
+                    Ok(output) => Some(output),
+                    Err(err) => {
+                        yield Err(err);
+                        return;
+                    }
+                }
+            };
+            let Some(output) = output else { return };
+            let next = Python::attach(|py| self.returned(py, &value, output.bind(py), &args));
+            match next {
+                Ok(Some((step, child))) => {
+                    let mut chunks = stream_returned(&step, value, child, mode);
+                    while let Some(chunk) = chunks.stream.next().await {
+                        yield chunk;
+                    }
+                }
+                Ok(None) if !streams => yield Ok(output),
+                Ok(None) => {}
+                Err(err) => yield Err(err),
+            }
+        };
+        Chunks::made_by(Box::pin(stream), mode)
     }
 
     fn new(
@@ -230,74 +339,95 @@ impl LambdaNode {
     }
 }
 
+/// Runs a runnable that a Lambda's function returned, the way the Lambda was called. A function
+/// that ran on a pool thread for an awaiting caller still had an awaiting caller: the runnable
+/// is awaited on that caller's loop, as langchain_core's `ainvoke` would (its async path).
+fn run_returned(step: &Step, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
+    let awaiting = mode == Caller::Thread && Python::attach(|py| aio::caller_loop(py).is_some());
+    if awaiting {
+        bridge::on_home_loop(step.run(input, args, Caller::Loop))
+    } else {
+        step.run(input, args, mode)
+    }
+}
+
+/// [`run_returned`] for a stream.
+fn stream_returned(step: &Step, input: Py<PyAny>, args: Args, mode: Caller) -> Chunks {
+    let awaiting = mode == Caller::Thread && Python::attach(|py| aio::caller_loop(py).is_some());
+    if awaiting {
+        step.stream(Chunks::once(input), args, Caller::Loop)
+            .conform(Caller::Thread)
+    } else {
+        step.stream(Chunks::once(input), args, mode)
+    }
+}
+
 impl Node for LambdaNode {
-    /// Runs the sync function on the current thread.
-    fn invoke(
-        &self,
-        py: Python<'_>,
-        input: &Bound<'_, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Py<PyAny>> {
-        self.call(py, input, config, None)
+    fn kind(&self) -> Kind {
+        match (self.kind, &self.func, &self.afunc) {
+            (LambdaKind::Inline, _, _) => Kind::Inline,
+            (_, Some(_), Some(_)) => Kind::Async,
+            (_, None, Some(_)) => Kind::LoopOnly,
+            _ => Kind::Blocking,
+        }
     }
 
-    /// The coroutine of the async function (only for `Mode::Await`).
-    fn awaitable<'py>(
-        &self,
-        py: Python<'py>,
-        input: &Bound<'py, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Awaitable<'py>> {
-        let coro = self.acall(py, input, config)?;
-        // The function may return a runnable to run in its place: awaited by the helper.
-        let helper = chain_helper(py, "lambda_result")?;
-        let args = (coro, input, config.user_or_none(py), self.name.bind(py));
-        Ok(Awaitable::Other(helper.call1(args)?))
+    fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
+        if self.kind == LambdaKind::Generator {
+            // RunnableGenerator.invoke: its chunks added up with `+`.
+            let chunks = self.generate(Chunks::once(input), args, mode);
+            return Box::pin(sum(chunks));
+        }
+        Box::pin(async move {
+            let output = if self.runs_sync(mode) {
+                Python::attach(|py| self.call_sync(py, &input, &args))?
+            } else {
+                self.call_async(&input, &args).await?
+            };
+            self.finish(input, output, args, mode).await
+        })
+    }
+
+    fn stream(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+        if self.kind == LambdaKind::Generator {
+            self.generate(input, args, mode)
+        } else {
+            self.stream_function(input, args, mode)
+        }
     }
 
     // NOTE: a gather awaits the function's own coroutine and checks its result in the done
-    // callback; wrapping every call in a coroutine (as `awaitable` does) costs ~1-2.6 µs per
-    // item, which made `abatch` 10% slower than `asyncio.gather`.
-    fn awaitable_unfinished<'py>(
+    // callback; wrapping every call in a coroutine of ours costs ~1-2.6 µs per item, which made
+    // `abatch` 10% slower than `asyncio.gather`.
+    fn awaitable<'py>(
         &self,
-        py: Python<'py>,
         input: &Bound<'py, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Awaitable<'py>> {
+        args: &Args,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         match &self.afunc {
-            // An async generator is no coroutine: its chunks are summed by the helper.
-            Some(afunc) if !afunc.async_generator => {
-                Ok(Awaitable::Other(self.acall(py, input, config)?))
+            Some(afunc) if self.kind == LambdaKind::Function && !afunc.async_generator => {
+                afunc.call(input.py(), input, args).map(Some)
             }
-            _ => self.awaitable(py, input, config),
+            _ => Ok(None),
         }
     }
 
-    fn followup<'py>(
-        &self,
-        py: Python<'py>,
-        input: &Bound<'py, PyAny>,
-        config: &Arc<RunConfig>,
-        output: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        // SAFETY: a type check on a live object we hold.
-        let async_gen = unsafe { pyo3::ffi::PyAsyncGen_CheckExact(output.as_ptr()) } != 0;
-        if !async_gen && !may_be_runnable(output)? {
+    fn followup(
+        self: Arc<Self>,
+        input: Py<PyAny>,
+        args: Args,
+        output: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<StepFuture>> {
+        if !may_be_runnable(output)? {
             return Ok(None);
         }
-        let helper = chain_helper(py, "lambda_followup")?;
-        let args = (output, input, config.user_or_none(py), self.name.bind(py));
-        Ok(Some(helper.call1(args)?))
-    }
-
-    fn mode(&self) -> Mode {
-        if self.kind == LambdaKind::Inline {
-            Mode::Inline
-        } else if self.afunc.is_some() {
-            Mode::Await
-        } else {
-            Mode::Pool
-        }
+        let output = output.clone().unbind();
+        Ok(Some(Box::pin(self.finish(
+            input,
+            output,
+            args,
+            Caller::Loop,
+        ))))
     }
 
     fn name(&self, py: Python<'_>) -> String {
@@ -323,6 +453,19 @@ impl Node for LambdaNode {
     fn as_any(&self) -> &dyn Any {
         self
     }
+}
+
+/// The chunks added up with `+` (RunnableGenerator's `invoke`); None if there are none.
+async fn sum(mut chunks: Chunks) -> PyResult<Py<PyAny>> {
+    let mut total: Option<Py<PyAny>> = None;
+    while let Some(chunk) = chunks.stream.next().await {
+        let chunk = chunk?;
+        total = Some(match total {
+            None => chunk,
+            Some(t) => Python::attach(|py| t.bind(py).add(chunk.bind(py)).map(Bound::unbind))?,
+        });
+    }
+    Ok(total.unwrap_or_else(|| Python::attach(|py| py.None())))
 }
 
 /// A function (sync, async or both) as a runnable, like langchain_core's `RunnableLambda`.
@@ -407,7 +550,7 @@ impl Generator {
 /// A generator function or an async generator function.
 pub(crate) fn is_generator_function(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     let py = obj.py();
-    Ok(inspect(py, "isgeneratorfunction", obj)? || inspect(py, "isasyncgenfunction", obj)?)
+    Ok(inspect(py, "isgeneratorfunction", obj)? || is_async_generator(obj)?)
 }
 
 /// `inspect.<predicate>(obj)`.
@@ -419,6 +562,19 @@ fn inspect(py: Python<'_>, predicate: &str, obj: &Bound<'_, PyAny>) -> PyResult<
         .getattr(predicate)?
         .call1((obj,))?
         .is_truthy()
+}
+
+/// langchain_core's `is_async_generator`: an async generator function, also as an object's
+/// `__call__`.
+fn is_async_generator(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = obj.py();
+    if inspect(py, "isasyncgenfunction", obj)? {
+        return Ok(true);
+    }
+    match obj.getattr(intern!(py, "__call__")) {
+        Ok(call) => inspect(py, "isasyncgenfunction", &call),
+        Err(_) => Ok(false),
+    }
 }
 
 /// An `async def` function (or async generator function), also as an object's `__call__`.

@@ -1,8 +1,8 @@
 //! `with_rate_limit`, `with_concurrency_limit` and the `rate_limiter` / `concurrency_limit`
 //! config keys: the step starts only when its limiter lets it.
 //!
-//! Sync callers wait with the GIL released; async callers wait on the loop
-//! (`_resilience.rate_limited` / `concurrency_limited`), never holding a thread.
+//! Sync callers wait with the GIL released; async callers wait on the loop, never holding a
+//! thread.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -11,13 +11,13 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
 use crate::errors::type_error;
-use pyo3::types::PyString;
-use pyo3::{intern, PyTraverseError};
+use pyo3::PyTraverseError;
 
 use super::base::{Node, Runnable};
-use super::{describe, resilience, Awaiter, Step};
+use super::{describe, Args, Step};
 use crate::config::{Policy, RunConfig};
-use crate::exec::{Awaitable, Mode};
+use crate::exec::coro::StepFuture;
+use crate::exec::{Caller, Kind};
 use crate::limit::{ConcurrencyLimit, Limiter, RateLimiter};
 
 enum Source {
@@ -55,44 +55,21 @@ impl LimitedNode {
 }
 
 impl Node for LimitedNode {
-    fn invoke(
-        &self,
-        py: Python<'_>,
-        input: &Bound<'_, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Py<PyAny>> {
-        match self.limiter(config) {
-            Some(limiter) => limiter.run(py, || self.inner.invoke(py, input, config)),
-            None => self.inner.invoke(py, input, config),
-        }
-    }
-
     /// Always awaited on the loop: waiting there for the limiter costs no thread.
-    fn mode(&self) -> Mode {
-        Mode::Await
+    fn kind(&self) -> Kind {
+        Kind::Async
     }
 
-    fn awaitable<'py>(
-        &self,
-        py: Python<'py>,
-        input: &Bound<'py, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Awaitable<'py>> {
-        let Some(limiter) = self.limiter(config) else {
-            return Ok(Awaitable::Other(
-                self.inner.awaitable_any(py, input, config)?,
-            ));
-        };
-        let glue: &Bound<'py, PyString> = match limiter {
-            Limiter::Rate(_) => intern!(py, "rate_limited"),
-            Limiter::Concurrency(_) => intern!(py, "concurrency_limited"),
-        };
-        let attempt = Awaiter::new(&self.inner, config);
-        Ok(Awaitable::Other(resilience(py, glue)?.call1((
-            limiter.object(py),
-            attempt,
-            input,
-        ))?))
+    fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
+        Box::pin(async move {
+            let permit = match self.limiter(&args.config) {
+                Some(limiter) => limiter.acquire(mode).await?,
+                None => None,
+            };
+            let result = self.inner.run(input, args, mode).await;
+            drop(permit);
+            result
+        })
     }
 
     fn name(&self, py: Python<'_>) -> String {

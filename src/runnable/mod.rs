@@ -1,4 +1,8 @@
 //! The Python-facing runnables, and coercion of what users put in them.
+//!
+//! What a runnable does is its [`Node`]; a [`Step`] is what a composite holds: a fastlcel
+//! runnable or any other object with `invoke`/`ainvoke`. Every call of a step, whatever the
+//! composite, goes through [`Step::run`] or [`Step::stream`], which ask exec where it runs.
 
 use std::sync::Arc;
 
@@ -12,8 +16,9 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyT
 use pyo3::{intern, PyTraverseError};
 
 use crate::config::{type_name, BatchConfig, RunConfig};
-use crate::exec::aio::{self, GatherSpec};
-use crate::exec::{Awaitable, Collect, Cost, Mode, Work};
+use crate::exec::coro::{py_await, StepFuture};
+use crate::exec::stream::{accumulate, dispatch_stream, ChunkAsyncIterator, ChunkIterator, Chunks};
+use crate::exec::{dispatch, Caller, Cost, Kind, Work};
 
 mod base;
 mod binding;
@@ -28,14 +33,43 @@ mod retry;
 mod sequence;
 mod timeout;
 
-pub(crate) use base::Runnable;
+pub(crate) use base::{Node, Runnable};
 use binding::Binding;
 use branch::Branch;
 use cache::Cached;
-use lambda::{is_generator_function, Generator, Lambda, LambdaKind, LambdaNode};
+use lambda::{is_generator_function, Generator, Lambda, LambdaKind};
 use parallel::Parallel;
 use passthrough::{Assign, Passthrough, Pick};
 use sequence::Sequence;
+
+/// What a call of a step carries besides its input.
+#[derive(Clone)]
+pub(crate) struct Args {
+    pub(crate) config: Arc<RunConfig>,
+    /// Keyword arguments for a function (`bind(...)`, `invoke(x, config, **kwargs)`).
+    pub(crate) kwargs: Option<Arc<Py<PyDict>>>,
+}
+
+impl Args {
+    pub(crate) fn new(config: Arc<RunConfig>) -> Self {
+        Self {
+            config,
+            kwargs: None,
+        }
+    }
+
+    /// The same config without keyword arguments: what the steps inside a composite get.
+    pub(crate) fn config_only(&self) -> Self {
+        Self::new(Arc::clone(&self.config))
+    }
+
+    pub(crate) fn kwargs<'py>(&self, py: Python<'py>) -> Option<&Bound<'py, PyDict>> {
+        self.kwargs
+            .as_deref()
+            .map(|k| k.bind(py))
+            .filter(|k| !k.is_empty())
+    }
+}
 
 /// One thing a runnable runs, after coercion.
 pub(crate) enum Step {
@@ -92,105 +126,46 @@ impl Step {
         )))
     }
 
-    pub(crate) fn invoke(
-        &self,
-        py: Python<'_>,
-        input: &Bound<'_, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Py<PyAny>> {
-        self.invoke_with(py, input, config, None)
-    }
-
-    /// `invoke` with extra keyword arguments (from `bind`): they reach a Lambda's function or a
-    /// foreign runnable's `invoke`; other runnables take none.
-    pub(crate) fn invoke_with(
-        &self,
-        py: Python<'_>,
-        input: &Bound<'_, PyAny>,
-        config: &Arc<RunConfig>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Py<PyAny>> {
-        let kwargs = kwargs.filter(|k| !k.is_empty());
+    pub(crate) fn kind(&self) -> Kind {
         match self {
-            Step::Native(r) => match (kwargs, r.get().node.as_any().downcast_ref::<LambdaNode>()) {
-                (Some(kwargs), Some(lambda)) => lambda.call(py, input, config, Some(kwargs)),
-                _ => r.get().node.invoke(py, input, config),
-            },
+            Step::Native(r) => r.get().node.kind(),
             Step::Foreign {
-                obj,
-                has_invoke: true,
+                has_invoke,
+                has_ainvoke,
                 ..
-            } => Ok(obj
-                .bind(py)
-                .call_method(intern!(py, "invoke"), (input, config.to_dict(py)?), kwargs)?
-                .unbind()),
-            Step::Foreign { obj, .. } => {
-                let make = || {
-                    obj.bind(py)
-                        .call_method1(intern!(py, "ainvoke"), (input, config.to_dict(py)?))
-                };
-                if let Some(result) = aio::await_on_caller_loop(py, make) {
-                    return result;
-                }
-                Err(type_error(format!(
-                    "{} has only `ainvoke`; it cannot run synchronously. Use `await ...ainvoke(...)`",
-                    describe(obj.bind(py))
-                )))
-            }
+            } => match (has_invoke, has_ainvoke) {
+                (true, true) => Kind::Async,
+                (true, false) => Kind::Blocking,
+                _ => Kind::LoopOnly,
+            },
         }
     }
 
-    pub(crate) fn mode(&self) -> Mode {
-        match self {
-            Step::Native(r) => r.get().node.mode(),
-            Step::Foreign { has_ainvoke, .. } => {
-                if *has_ainvoke {
-                    Mode::Await
-                } else {
-                    Mode::Pool
-                }
-            }
-        }
+    /// Runs the step for `caller`, wherever exec places it.
+    pub(crate) fn run(&self, input: Py<PyAny>, args: Args, caller: Caller) -> StepFuture {
+        let here = self.here();
+        dispatch(self.kind(), caller, move |mode| here.run(input, args, mode))
     }
 
-    /// The awaitable of a step whose mode is `Await`.
-    pub(crate) fn awaitable<'py>(
-        &self,
-        py: Python<'py>,
-        input: &Bound<'py, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Awaitable<'py>> {
-        Ok(match self {
-            Step::Native(r) => r.get().node.awaitable(py, input, config)?,
-            Step::Foreign { obj, .. } => Awaitable::Other(
-                obj.bind(py)
-                    .call_method1(intern!(py, "ainvoke"), (input, config.to_dict(py)?))?,
-            ),
+    /// The step's output chunks for `caller`, wherever exec places it.
+    pub(crate) fn stream(&self, input: Chunks, args: Args, caller: Caller) -> Chunks {
+        let here = self.here();
+        dispatch_stream(self.kind(), caller, input, move |input, mode| {
+            here.stream(input, args, mode)
         })
     }
 
-    /// An awaitable of the step on `input`, whatever its mode: its own for an `Await` step, else
-    /// the future of a one-call gather (the step runs on the pool, or at once if it is cheap).
-    pub(crate) fn awaitable_any<'py>(
-        self: &Arc<Self>,
-        py: Python<'py>,
-        input: &Bound<'py, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        if self.mode() == Mode::Await {
-            return Ok(match self.awaitable(py, input, config)? {
-                Awaitable::Future(aw) | Awaitable::Other(aw) => aw,
-            });
-        }
-        aio::start(
-            py,
-            GatherSpec {
-                work: Arc::new(Calls::one(self, input, config)),
-                collect: Collect::Single,
-                max_concurrency: None,
-                return_exceptions: false,
+    /// The step as it runs once placed.
+    pub(crate) fn here(&self) -> Here {
+        match self {
+            Step::Native(r) => Here::Node(Arc::clone(&r.get().node)),
+            Step::Foreign {
+                obj, has_invoke, ..
+            } => Here::Foreign {
+                obj: Python::attach(|py| obj.clone_ref(py)),
+                has_invoke: *has_invoke,
             },
-        )
+        }
     }
 
     /// Its name in messages: a runnable's name, else its repr or type.
@@ -205,13 +180,16 @@ impl Step {
         }
     }
 
-    /// How a wrapper around `steps` that has a sync path of its own runs when awaited: through
-    /// its own awaitable if a step has one, else its sync path on the pool.
-    pub(crate) fn wrapper_mode<'a>(steps: impl IntoIterator<Item = &'a Arc<Step>>) -> Mode {
-        if steps.into_iter().any(|s| s.mode() == Mode::Await) {
-            Mode::Await
+    /// The kind of a wrapper around `steps` that has a sync path of its own: awaited on the loop
+    /// if a step awaits, else run whole on the pool for an awaiting caller.
+    pub(crate) fn wrapper_kind<'a>(steps: impl IntoIterator<Item = &'a Arc<Step>>) -> Kind {
+        let awaits = steps
+            .into_iter()
+            .any(|s| matches!(s.kind(), Kind::Async | Kind::LoopOnly));
+        if awaits {
+            Kind::Async
         } else {
-            Mode::Pool
+            Kind::Blocking
         }
     }
 
@@ -254,6 +232,92 @@ impl Step {
             Step::Foreign { obj, .. } => visit.call(obj),
         }
     }
+}
+
+/// A step as it runs once placed: its node, or a foreign runnable called through its methods.
+pub(crate) enum Here {
+    Node(Arc<dyn Node>),
+    Foreign { obj: Py<PyAny>, has_invoke: bool },
+}
+
+impl Here {
+    /// Runs `mode`'s way, right here.
+    pub(crate) fn run(self, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
+        let (obj, has_invoke) = match self {
+            Here::Node(node) => return node.run(input, args, mode),
+            Here::Foreign { obj, has_invoke } => (obj, has_invoke),
+        };
+        Box::pin(async move {
+            let sync = mode == Caller::Thread && has_invoke;
+            let output = Python::attach(|py| -> PyResult<Py<PyAny>> {
+                let method = if sync {
+                    intern!(py, "invoke")
+                } else {
+                    intern!(py, "ainvoke")
+                };
+                let config = args.config.to_dict(py)?;
+                Ok(obj
+                    .bind(py)
+                    .call_method(method, (input, config), args.kwargs(py))?
+                    .unbind())
+            })?;
+            if sync {
+                Ok(output)
+            } else {
+                py_await(output).await
+            }
+        })
+    }
+
+    /// Streams `mode`'s way, right here: a foreign runnable through its `transform` (or
+    /// `atransform`) if it has one.
+    pub(crate) fn stream(self, input: Chunks, args: Args, mode: Caller) -> Chunks {
+        let (obj, has_invoke) = match self {
+            Here::Node(node) => return node.stream(input, args, mode),
+            Here::Foreign { obj, has_invoke } => (obj, has_invoke),
+        };
+        let method = match mode {
+            Caller::Thread => "transform",
+            Caller::Loop => "atransform",
+        };
+        let streams = Python::attach(|py| obj.bind(py).hasattr(method).unwrap_or(false));
+        if !streams {
+            let here = Here::Foreign { obj, has_invoke };
+            return whole(input, mode, move |value| here.run(value, args, mode));
+        }
+        let made = Python::attach(|py| -> PyResult<Chunks> {
+            let chunks: Py<PyAny> = match mode {
+                Caller::Thread => Py::new(py, ChunkIterator::bare(input))?.into_any(),
+                Caller::Loop => Py::new(py, ChunkAsyncIterator::bare(input))?.into_any(),
+            };
+            let config = args.config.to_dict(py)?;
+            let output = obj
+                .bind(py)
+                .call_method(method, (chunks, config), args.kwargs(py))?;
+            match mode {
+                Caller::Thread => Chunks::from_iterable(&output),
+                Caller::Loop => Ok(Chunks::from_aiter(output.unbind())),
+            }
+        });
+        made.unwrap_or_else(|err| Chunks::failed(err, mode))
+    }
+}
+
+/// The stream of a runnable that cannot stream: the sum of its input chunks, run, as one chunk
+/// (langchain_core's default `Runnable.transform`).
+pub(crate) fn whole(
+    input: Chunks,
+    mode: Caller,
+    run: impl FnOnce(Py<PyAny>) -> StepFuture + Send + 'static,
+) -> Chunks {
+    let stream = async_stream::stream! {
+        match accumulate(input).await {
+            Ok(Some(value)) => yield run(value).await,
+            Ok(None) => {}
+            Err(err) => yield Err(err),
+        }
+    };
+    Chunks::made_by(Box::pin(stream), mode)
 }
 
 /// "an int", "a dict", "None": for error messages.
@@ -310,44 +374,57 @@ pub(crate) fn exception_types(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Py
     Ok(PyTuple::new(py, types)?.into_any().unbind())
 }
 
-/// The calls of one fan-out, as `exec` sees them.
+/// The calls of one fan-out, as exec sees them.
 pub(crate) enum Calls {
-    /// Every step on the same input (`Parallel.invoke`).
+    /// Every step on the same input (`Parallel`).
     Fan {
         steps: Arc<[Step]>,
         input: Py<PyAny>,
-        config: Arc<RunConfig>,
+        args: Args,
     },
     /// One step on many inputs (`batch`).
     Map {
         step: Arc<Step>,
         inputs: Vec<Py<PyAny>>,
         configs: BatchConfig,
+        kwargs: Option<Arc<Py<PyDict>>>,
     },
 }
 
 impl Calls {
     /// One step on one input.
-    pub(crate) fn one(step: &Arc<Step>, input: &Bound<'_, PyAny>, config: &Arc<RunConfig>) -> Self {
+    pub(crate) fn one(step: &Arc<Step>, input: Py<PyAny>, args: &Args) -> Self {
         Calls::Map {
             step: Arc::clone(step),
-            inputs: vec![input.clone().unbind()],
-            configs: BatchConfig::Shared(Arc::clone(config)),
+            inputs: vec![input],
+            configs: BatchConfig::Shared(Arc::clone(&args.config)),
+            kwargs: args.kwargs.clone(),
         }
     }
 
-    fn item(&self, i: usize) -> (&Step, &Py<PyAny>, &Arc<RunConfig>) {
+    fn step(&self, i: usize) -> &Step {
         match self {
-            Calls::Fan {
-                steps,
-                input,
-                config,
-            } => (&steps[i], input, config),
+            Calls::Fan { steps, .. } => &steps[i],
+            Calls::Map { step, .. } => step,
+        }
+    }
+
+    fn call(&self, py: Python<'_>, i: usize) -> (&Step, Py<PyAny>, Args) {
+        match self {
+            Calls::Fan { steps, input, args } => (&steps[i], input.clone_ref(py), args.clone()),
             Calls::Map {
                 step,
                 inputs,
                 configs,
-            } => (step, &inputs[i], configs.get(i)),
+                kwargs,
+            } => (
+                step,
+                inputs[i].clone_ref(py),
+                Args {
+                    config: Arc::clone(configs.get(i)),
+                    kwargs: kwargs.clone(),
+                },
+            ),
         }
     }
 }
@@ -360,85 +437,39 @@ impl Work for Calls {
         }
     }
 
-    fn run(&self, py: Python<'_>, i: usize) -> PyResult<Py<PyAny>> {
-        let (step, input, config) = self.item(i);
-        step.invoke(py, input.bind(py), config)
+    fn kind(&self, i: usize) -> Kind {
+        self.step(i).kind()
     }
 
-    fn mode(&self, i: usize) -> Mode {
-        self.item(i).0.mode()
+    fn run(&self, i: usize, mode: Caller) -> StepFuture {
+        let (step, input, args) = Python::attach(|py| self.call(py, i));
+        step.here().run(input, args, mode)
     }
 
-    fn awaitable<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Awaitable<'py>> {
-        let (step, input, config) = self.item(i);
+    fn awaitable<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let (step, input, args) = self.call(py, i);
         match step {
-            Step::Native(r) => r
-                .get()
-                .node
-                .awaitable_unfinished(py, input.bind(py), config),
-            Step::Foreign { .. } => step.awaitable(py, input.bind(py), config),
+            Step::Native(r) => r.get().node.awaitable(input.bind(py), &args),
+            Step::Foreign { .. } => Ok(None),
         }
     }
 
-    fn followup<'py>(
+    fn followup(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
         i: usize,
-        output: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let (step, input, config) = self.item(i);
+        output: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<StepFuture>> {
+        let (step, input, args) = self.call(py, i);
         match step {
-            Step::Native(r) => r.get().node.followup(py, input.bind(py), config, output),
+            Step::Native(r) => Arc::clone(&r.get().node).followup(input, args, output),
             Step::Foreign { .. } => Ok(None),
         }
     }
 
     fn cost(&self, i: usize) -> Option<&Cost> {
-        self.item(i).0.cost()
+        self.step(i).cost()
     }
-}
-
-/// A step and its call's config, for the coroutines of `_resilience.py`: `awaiter(input)` is an
-/// awaitable of the step on `input`.
-#[pyclass(frozen)]
-pub(crate) struct Awaiter {
-    step: Arc<Step>,
-    config: Arc<RunConfig>,
-}
-
-impl Awaiter {
-    pub(crate) fn new(step: &Arc<Step>, config: &Arc<RunConfig>) -> Self {
-        Self {
-            step: Arc::clone(step),
-            config: Arc::clone(config),
-        }
-    }
-}
-
-#[pymethods]
-impl Awaiter {
-    fn __call__<'py>(&self, input: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        self.step.awaitable_any(input.py(), input, &self.config)
-    }
-    // NOTE: no __traverse__: the step is shared with the node that holds it, which reports it to
-    // the collector; reporting one reference twice would make the collector free live objects.
-}
-
-/// `fastlcel._resilience.<name>`: the asyncio control flow of the fault-tolerance wrappers.
-// NOTE: async retry waits, timeouts, fallbacks and limiter waits are small Python coroutines: next
-// to the awaited step a Rust state machine would save nothing measurable, and the sync paths (which
-// the benchmarks measure) stay in Rust.
-pub(crate) fn resilience<'py>(
-    py: Python<'py>,
-    name: &Bound<'py, PyString>,
-) -> PyResult<Bound<'py, PyAny>> {
-    static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-    MODULE
-        .get_or_try_init(py, || {
-            Ok::<_, PyErr>(py.import("fastlcel._resilience")?.unbind())
-        })?
-        .bind(py)
-        .getattr(name)
 }
 
 /// Collects `inputs` of a batch call.
@@ -461,18 +492,12 @@ pub(crate) fn collect_inputs(inputs: &Bound<'_, PyAny>) -> PyResult<Vec<Py<PyAny
         .collect()
 }
 
-/// A function of the private Python module `fastlcel._chain` (async control flow and streams).
-pub(crate) fn chain_helper<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
-    static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-    MODULE
-        .get_or_try_init(py, || py.import("fastlcel._chain").map(Bound::unbind))?
-        .bind(py)
-        .getattr(name)
-}
-
 /// A new, empty `AddableDict` (a dict whose `+` merges keys, as langchain_core's).
 pub(crate) fn addable_dict(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    chain_helper(py, "AddableDict")?.call0()
+    static ADDABLE_DICT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    ADDABLE_DICT
+        .import(py, "fastlcel._addable", "AddableDict")?
+        .call0()
 }
 
 /// Whether `obj` is a runnable that a Lambda's function returned to be run in its place: a

@@ -11,11 +11,10 @@ use pyo3::types::{PyDict, PyString};
 use pyo3::{PyClassInitializer, PyTraverseError};
 
 use super::base::{Node, Runnable};
-use super::{describe, Calls, Step};
-use crate::config::RunConfig;
-use crate::exec::aio::{self, GatherSpec};
-use crate::exec::fanout::FanOut;
-use crate::exec::{Awaitable, Collect, Mode};
+use super::{addable_dict, describe, Args, Calls, Step};
+use crate::exec::coro::StepFuture;
+use crate::exec::stream::{merge, tee, Chunks};
+use crate::exec::{fan_out, Caller, Collect, FanOpts, Kind};
 
 /// What a failing step does to the Parallel.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -37,7 +36,7 @@ enum Merge {
 }
 
 pub(crate) struct ParallelNode {
-    keys: Arc<[Py<PyString>]>,
+    pub(crate) keys: Arc<[Py<PyString>]>,
     steps: Arc<[Step]>,
     on_error: OnError,
     merge: Merge,
@@ -80,53 +79,54 @@ impl ParallelNode {
             Merge::Call(func) => Collect::DictInto(Arc::clone(&self.keys), func.clone_ref(py)),
         }
     }
-
-    fn calls(&self, input: &Bound<'_, PyAny>, config: &Arc<RunConfig>) -> Calls {
-        Calls::Fan {
-            steps: Arc::clone(&self.steps),
-            input: input.clone().unbind(),
-            config: Arc::clone(config),
-        }
-    }
-
-    fn spec(&self, input: &Bound<'_, PyAny>, config: &Arc<RunConfig>) -> GatherSpec {
-        GatherSpec {
-            work: Arc::new(self.calls(input, config)),
-            collect: self.collect(input.py()),
-            max_concurrency: config.max_concurrency,
-            return_exceptions: self.on_error == OnError::Collect,
-        }
-    }
 }
 
 impl Node for ParallelNode {
-    fn invoke(
-        &self,
-        py: Python<'_>,
-        input: &Bound<'_, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Py<PyAny>> {
-        let calls = Arc::new(self.calls(input, config));
-        let collect_errors = self.on_error == OnError::Collect;
-        let values = FanOut::run_blocking(py, calls, config.max_concurrency, collect_errors)?;
-        self.collect(py).build(py, values)
+    /// Always awaited on the loop: its steps run there as tasks, or on the pool.
+    fn kind(&self) -> Kind {
+        Kind::Async
     }
 
-    fn mode(&self) -> Mode {
-        Mode::Await
+    fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
+        Box::pin(async move {
+            let opts = FanOpts {
+                max_concurrency: args.config.max_concurrency,
+                return_exceptions: self.on_error == OnError::Collect,
+            };
+            let calls = Calls::Fan {
+                steps: Arc::clone(&self.steps),
+                input,
+                args: args.config_only(),
+            };
+            let values = fan_out(Arc::new(calls), opts, mode).await?;
+            Python::attach(|py| self.collect(py).build(py, values))
+        })
     }
 
-    fn awaitable<'py>(
-        &self,
-        py: Python<'py>,
-        input: &Bound<'py, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Awaitable<'py>> {
-        Ok(Awaitable::Future(aio::start(py, self.spec(input, config))?))
-    }
-
-    fn gather_spec(&self, input: &Bound<'_, PyAny>, config: &Arc<RunConfig>) -> Option<GatherSpec> {
-        Some(self.spec(input, config))
+    /// One-key dicts, in the order the steps produce chunks; each step transforms its own copy
+    /// of the input stream (langchain_core's RunnableParallel).
+    fn stream(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+        let copies = tee(input, self.steps.len(), mode);
+        let streams = self
+            .steps
+            .iter()
+            .zip(copies)
+            .map(|(step, copy)| step.stream(copy, args.config_only(), mode))
+            .collect();
+        let mut merged = merge(streams, mode);
+        let keys = Arc::clone(&self.keys);
+        let stream = async_stream::stream! {
+            while let Some(item) = futures_util::StreamExt::next(&mut merged).await {
+                yield item.and_then(|(i, chunk)| {
+                    Python::attach(|py| {
+                        let dict = addable_dict(py)?;
+                        dict.set_item(&keys[i], chunk)?;
+                        Ok(dict.unbind())
+                    })
+                });
+            }
+        };
+        Chunks::made_by(Box::pin(stream), mode)
     }
 
     fn name(&self, py: Python<'_>) -> String {

@@ -15,9 +15,10 @@ use pyo3::{PyClassInitializer, PyTraverseError};
 use super::base::{Node, Runnable};
 use super::lambda::Func;
 use super::parallel::{Parallel, ParallelNode};
-use super::{addable_dict, chain_helper, describe};
-use crate::config::RunConfig;
-use crate::exec::{Awaitable, Mode};
+use super::{addable_dict, describe, Args, Step};
+use crate::exec::coro::StepFuture;
+use crate::exec::stream::{background, tee, Accumulator, Chunks};
+use crate::exec::{Caller, Kind};
 
 /// langchain_core's message, kept word for word for drop-in compatibility.
 const NOT_A_DICT: &str = "The input to RunnablePassthrough.assign() must be a dict.";
@@ -32,25 +33,54 @@ pub(crate) struct PassthroughNode {
 }
 
 impl Node for PassthroughNode {
-    fn invoke(
-        &self,
-        py: Python<'_>,
-        input: &Bound<'_, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Py<PyAny>> {
-        if let Some(func) = &self.func {
-            func.call(py, input, config)?;
+    /// With a function it may block: keep it off the event loop.
+    fn kind(&self) -> Kind {
+        if self.func.is_some() {
+            Kind::Blocking
+        } else {
+            Kind::Inline
         }
-        Ok(input.clone().unbind())
     }
 
-    fn mode(&self) -> Mode {
-        // With a function it may block: keep it off the event loop.
-        if self.func.is_some() {
-            Mode::Pool
-        } else {
-            Mode::Inline
-        }
+    fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, _mode: Caller) -> StepFuture {
+        Box::pin(async move {
+            if let Some(func) = &self.func {
+                Python::attach(|py| func.call(py, input.bind(py), &args).map(drop))?;
+            }
+            Ok(input)
+        })
+    }
+
+    /// The input chunks as they come; then the function, if any, on their sum.
+    fn stream(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+        let mut input = input;
+        let stream = async_stream::stream! {
+            let mut acc = Accumulator::new(false);
+            while let Some(chunk) = futures_util::StreamExt::next(&mut input.stream).await {
+                match chunk {
+                    Ok(chunk) => {
+                        let copy = Python::attach(|py| chunk.clone_ref(py));
+                        yield Ok(chunk);
+                        if self.func.is_some() {
+                            if let Err(err) = Python::attach(|py| acc.add(py, copy)) {
+                                yield Err(err);
+                                return;
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        yield Err(err);
+                        return;
+                    }
+                }
+            }
+            if let (Some(func), Some(value)) = (&self.func, acc.value()) {
+                if let Err(err) = Python::attach(|py| func.call(py, value.bind(py), &args).map(drop)) {
+                    yield Err(err);
+                }
+            }
+        };
+        Chunks::made_by(Box::pin(stream), mode)
     }
 
     fn name(&self, _py: Python<'_>) -> String {
@@ -114,32 +144,65 @@ impl AssignNode {
 }
 
 impl Node for AssignNode {
-    fn invoke(
-        &self,
-        py: Python<'_>,
-        input: &Bound<'_, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Py<PyAny>> {
-        let dict = expect_dict(input)?;
-        let computed = self.mapper().invoke(py, input, config)?;
-        let out = dict.copy()?;
-        out.update(computed.bind(py).cast::<PyDict>()?.as_mapping())?;
-        Ok(out.into_any().unbind())
+    fn kind(&self) -> Kind {
+        self.mapper.get().node.kind()
     }
 
-    fn mode(&self) -> Mode {
-        self.mapper().mode()
+    fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
+        Box::pin(async move {
+            let mapper = Arc::clone(&self.mapper.get().node);
+            Python::attach(|py| expect_dict(input.bind(py)).map(drop))?;
+            let computed = mapper
+                .run(Python::attach(|py| input.clone_ref(py)), args, mode)
+                .await?;
+            Python::attach(|py| {
+                let out = expect_dict(input.bind(py))?.copy()?;
+                out.update(computed.bind(py).cast::<PyDict>()?.as_mapping())?;
+                Ok(out.into_any().unbind())
+            })
+        })
     }
 
-    fn awaitable<'py>(
-        &self,
-        py: Python<'py>,
-        input: &Bound<'py, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Awaitable<'py>> {
-        let mapper = self.mapper.bind(py);
-        let coro = chain_helper(py, "assign")?.call1((mapper, input, config.to_dict(py)?))?;
-        Ok(Awaitable::Other(coro))
+    /// The input chunks less the keys the mapper computes, as they come; then the mapper's
+    /// chunks (langchain_core's RunnableAssign). The mapper starts at once, on its own copy.
+    fn stream(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+        let mut copies = tee(input, 2, mode).into_iter();
+        let (mut passed, for_mapper) = (
+            copies.next().expect("two copies"),
+            copies.next().expect("two copies"),
+        );
+        let mapper = Python::attach(|py| Step::Native(self.mapper.clone_ref(py)));
+        let mut mapped = background(mapper.stream(for_mapper, args, mode), mode);
+        let computed: Vec<Py<PyString>> =
+            Python::attach(|py| self.mapper().keys.iter().map(|k| k.clone_ref(py)).collect());
+        let stream = async_stream::stream! {
+            while let Some(chunk) = futures_util::StreamExt::next(&mut passed.stream).await {
+                let kept = chunk.and_then(|chunk| {
+                    Python::attach(|py| -> PyResult<Option<Py<PyAny>>> {
+                        let dict = expect_dict(chunk.bind(py))?;
+                        let kept = addable_dict(py)?;
+                        for (k, v) in dict.iter() {
+                            if !computed.iter().any(|c| c.bind(py).as_any().eq(&k).unwrap_or(false)) {
+                                kept.set_item(k, v)?;
+                            }
+                        }
+                        Ok((kept.len()? > 0).then(|| kept.unbind()))
+                    })
+                });
+                match kept {
+                    Ok(Some(kept)) => yield Ok(kept),
+                    Ok(None) => {}
+                    Err(err) => {
+                        yield Err(err);
+                        return;
+                    }
+                }
+            }
+            while let Some(chunk) = futures_util::StreamExt::next(&mut mapped.stream).await {
+                yield chunk;
+            }
+        };
+        Chunks::made_by(Box::pin(stream), mode)
     }
 
     fn name(&self, py: Python<'_>) -> String {
@@ -236,13 +299,8 @@ impl PickNode {
     }
 }
 
-impl Node for PickNode {
-    fn invoke(
-        &self,
-        py: Python<'_>,
-        input: &Bound<'_, PyAny>,
-        _config: &Arc<RunConfig>,
-    ) -> PyResult<Py<PyAny>> {
+impl PickNode {
+    fn pick(&self, py: Python<'_>, input: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let dict = expect_dict(input)?;
         match &self.keys {
             Keys::One(key) => Ok(dict.get_item(key)?.map_or_else(|| py.None(), Bound::unbind)),
@@ -260,9 +318,34 @@ impl Node for PickNode {
             }
         }
     }
+}
 
-    fn mode(&self) -> Mode {
-        Mode::Inline
+impl Node for PickNode {
+    fn kind(&self) -> Kind {
+        Kind::Inline
+    }
+
+    fn run(self: Arc<Self>, input: Py<PyAny>, _args: Args, _mode: Caller) -> StepFuture {
+        Box::pin(async move { Python::attach(|py| self.pick(py, input.bind(py))) })
+    }
+
+    /// Each input chunk's keys, as they come (chunks with none of them are skipped).
+    fn stream(self: Arc<Self>, input: Chunks, _args: Args, mode: Caller) -> Chunks {
+        let mut input = input;
+        let stream = async_stream::stream! {
+            while let Some(chunk) = futures_util::StreamExt::next(&mut input.stream).await {
+                let picked = chunk.and_then(|chunk| Python::attach(|py| self.pick(py, chunk.bind(py))));
+                match picked {
+                    Ok(picked) if Python::attach(|py| picked.is_none(py)) => {}
+                    Ok(picked) => yield Ok(picked),
+                    Err(err) => {
+                        yield Err(err);
+                        return;
+                    }
+                }
+            }
+        };
+        Chunks::made_by(Box::pin(stream), mode)
     }
 
     fn name(&self, py: Python<'_>) -> String {

@@ -16,12 +16,14 @@ use pyo3::prelude::*;
 
 use crate::errors::{type_error, value_error};
 use pyo3::types::PyDict;
-use pyo3::{intern, PyTraverseError};
+use pyo3::PyTraverseError;
 
 use super::base::{Node, Runnable};
-use super::{exception_types, is_exception_type, resilience, Awaiter, Step};
-use crate::config::RunConfig;
-use crate::exec::{wait, Awaitable, Mode};
+use super::{exception_types, is_exception_type, Args, Step};
+use crate::exec::aio;
+use crate::exec::coro::StepFuture;
+use crate::exec::stream::Chunks;
+use crate::exec::{Caller, Kind};
 
 /// Which failures are retried.
 enum RetryIf {
@@ -102,12 +104,10 @@ fn random_unit() -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// What to retry and how long to wait; shared by the sync loop and `_resilience.retry`.
-#[pyclass(frozen)]
+/// What to retry and how long to wait.
 pub(crate) struct RetryPolicy {
     retry_if: RetryIf,
     backoff: Option<Backoff>,
-    #[pyo3(get)]
     stop_after_attempt: u32,
 }
 
@@ -131,20 +131,8 @@ impl RetryPolicy {
     }
 }
 
-#[pymethods]
 impl RetryPolicy {
-    #[pyo3(name = "should_retry")]
-    fn py_should_retry(&self, exc: &Bound<'_, PyAny>) -> PyResult<bool> {
-        self.should_retry(exc)
-    }
-
-    /// Seconds to wait after failed attempt `failed_attempt` (1-based).
-    #[pyo3(name = "wait")]
-    fn py_wait(&self, failed_attempt: u32) -> f64 {
-        self.wait(failed_attempt).as_secs_f64()
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         match &self.retry_if {
             RetryIf::Types(obj) | RetryIf::Predicate(obj) => visit.call(obj),
         }
@@ -153,52 +141,41 @@ impl RetryPolicy {
 
 pub(crate) struct RetryNode {
     inner: Arc<Step>,
-    policy: Py<RetryPolicy>,
+    policy: RetryPolicy,
 }
 
 impl Node for RetryNode {
-    fn invoke(
-        &self,
-        py: Python<'_>,
-        input: &Bound<'_, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Py<PyAny>> {
-        let policy = self.policy.get();
-        let mut attempt = 1;
-        loop {
-            let err = match self.inner.invoke(py, input, config) {
-                Ok(value) => return Ok(value),
-                Err(err) => err,
-            };
-            if attempt >= policy.stop_after_attempt || !policy.should_retry(err.value(py))? {
-                return Err(err);
-            }
-            drop(err);
-            wait::sleep(py, policy.wait(attempt))?;
-            attempt += 1;
-        }
-    }
-
     /// Sync steps retry on the pool (their waits block a pool thread, never the loop); async
-    /// steps through `_resilience.retry` on the loop.
-    fn mode(&self) -> Mode {
-        Step::wrapper_mode([&self.inner])
+    /// steps on the loop.
+    fn kind(&self) -> Kind {
+        Step::wrapper_kind([&self.inner])
     }
 
-    fn awaitable<'py>(
-        &self,
-        py: Python<'py>,
-        input: &Bound<'py, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Awaitable<'py>> {
-        let attempt = Awaiter::new(&self.inner, config);
-        Ok(Awaitable::Other(
-            resilience(py, intern!(py, "retry"))?.call1((
-                attempt,
-                input,
-                self.policy.clone_ref(py),
-            ))?,
-        ))
+    fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
+        Box::pin(async move {
+            let policy = &self.policy;
+            let mut attempt = 1;
+            loop {
+                let attempt_input = Python::attach(|py| input.clone_ref(py));
+                let err = match self.inner.run(attempt_input, args.clone(), mode).await {
+                    Ok(value) => return Ok(value),
+                    Err(err) => err,
+                };
+                let retry = attempt < policy.stop_after_attempt
+                    && Python::attach(|py| policy.should_retry(err.value(py)))?;
+                if !retry {
+                    return Err(err);
+                }
+                Python::attach(|_| drop(err));
+                aio::sleep(policy.wait(attempt), mode).await?;
+                attempt += 1;
+            }
+        })
+    }
+
+    /// As langchain_core's RunnableRetry: a stream is not retried.
+    fn stream(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+        self.inner.stream(input, args, mode)
     }
 
     fn name(&self, py: Python<'_>) -> String {
@@ -209,13 +186,13 @@ impl Node for RetryNode {
         Ok(format!(
             "Retry({}, stop_after_attempt={})",
             self.inner.object(py).bind(py).repr()?,
-            self.policy.get().stop_after_attempt
+            self.policy.stop_after_attempt
         ))
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         self.inner.traverse(visit)?;
-        visit.call(&self.policy)
+        self.policy.traverse(visit)
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -261,7 +238,7 @@ pub(crate) fn with_retry(
     };
     let node = RetryNode {
         inner: Arc::new(Step::Native(runnable.clone().unbind())),
-        policy: Py::new(py, policy)?,
+        policy,
     };
     Py::new(py, Runnable::init(node))
 }

@@ -11,9 +11,11 @@ use pyo3::types::{PyList, PyTuple};
 use pyo3::{PyClassInitializer, PyTraverseError};
 
 use super::base::{Node, Runnable};
-use super::{chain_helper, Step};
-use crate::config::RunConfig;
-use crate::exec::{Awaitable, Mode};
+use super::{Args, Step};
+use crate::exec::aio::on_pool;
+use crate::exec::coro::StepFuture;
+use crate::exec::stream::Chunks;
+use crate::exec::{Caller, Kind};
 
 pub(crate) struct SequenceNode {
     steps: Vec<Step>,
@@ -49,33 +51,75 @@ impl SequenceNode {
     }
 }
 
+impl SequenceNode {
+    /// Runs `steps` one after the other from `input`. The first step gets the call's keyword
+    /// arguments (as in langchain_core). For an awaiting caller, a run of steps that would each
+    /// hop to the pool hops once for all of them.
+    fn run_steps(
+        self: Arc<Self>,
+        range: std::ops::Range<usize>,
+        input: Py<PyAny>,
+        args: Args,
+        mode: Caller,
+    ) -> StepFuture {
+        Box::pin(async move {
+            let mut value = input;
+            let mut i = range.start;
+            while i < range.end {
+                let step_args = if i == 0 {
+                    args.clone()
+                } else {
+                    args.config_only()
+                };
+                let pooled = mode == Caller::Loop && self.steps[i].kind() == Kind::Blocking;
+                let run_end = if pooled {
+                    (i..range.end)
+                        .find(|&j| self.steps[j].kind() != Kind::Blocking)
+                        .unwrap_or(range.end)
+                } else {
+                    i + 1
+                };
+                value = if run_end > i + 1 {
+                    let steps = Arc::clone(&self).run_steps(
+                        i..run_end,
+                        value,
+                        args.clone(),
+                        Caller::Thread,
+                    );
+                    on_pool(steps).await?
+                } else {
+                    self.steps[i].run(value, step_args, mode).await?
+                };
+                i = run_end;
+            }
+            Ok(value)
+        })
+    }
+}
+
 impl Node for SequenceNode {
-    fn invoke(
-        &self,
-        py: Python<'_>,
-        input: &Bound<'_, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Py<PyAny>> {
-        let mut value = input.clone().unbind();
-        for step in &self.steps {
-            value = step.invoke(py, value.bind(py), config)?;
+    fn kind(&self) -> Kind {
+        Kind::of_all(self.steps.iter().map(Step::kind))
+    }
+
+    fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
+        let n = self.steps.len();
+        self.run_steps(0..n, input, args, mode)
+    }
+
+    /// Each step transforms the previous one's output stream (langchain_core's
+    /// RunnableSequence): a step that cannot stream sums its input first.
+    fn stream(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+        let mut chunks = input;
+        for (i, step) in self.steps.iter().enumerate() {
+            let step_args = if i == 0 {
+                args.clone()
+            } else {
+                args.config_only()
+            };
+            chunks = step.stream(chunks, step_args, mode);
         }
-        Ok(value)
-    }
-
-    fn mode(&self) -> Mode {
-        Mode::of_all(self.steps.iter().map(Step::mode))
-    }
-
-    fn awaitable<'py>(
-        &self,
-        py: Python<'py>,
-        input: &Bound<'py, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Awaitable<'py>> {
-        let steps = PyTuple::new(py, self.steps.iter().map(|s| s.object(py)))?;
-        let coro = chain_helper(py, "sequence")?.call1((steps, input, config.to_dict(py)?))?;
-        Ok(Awaitable::Other(coro))
+        chunks
     }
 
     fn name(&self, py: Python<'_>) -> String {

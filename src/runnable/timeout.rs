@@ -1,8 +1,9 @@
 //! `with_timeout` and the `timeout` config key: the step must finish within a deadline.
 //!
-//! Sync: the step runs on a pool thread while the caller waits (GIL released) until the
-//! deadline; then the caller raises `StepTimeoutError` and the thread's late result is dropped
-//! (Python cannot stop a running thread). Async: `_resilience.timeout` cancels the step.
+//! A thread: the step runs on a pool thread (or, async-only, on an event loop) while the caller
+//! waits (GIL released) until the deadline; then the caller raises `StepTimeoutError`: an async
+//! step is cancelled, a sync step's thread runs on and its late result is dropped (Python
+//! cannot stop a running thread). An awaiting caller: the step is cancelled at the deadline.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -10,14 +11,15 @@ use std::time::Duration;
 
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::{intern, PyTraverseError};
+use pyo3::PyTraverseError;
 
 use super::base::{Node, Runnable};
-use super::{resilience, Calls, Step};
+use super::{Args, Calls, Step};
 use crate::config::{parse_timeout, RunConfig};
 use crate::errors::step_timeout_error;
-use crate::exec::fanout::FanOut;
-use crate::exec::{wait, Awaitable, Mode};
+use crate::exec::aio::timeout_on_loop;
+use crate::exec::coro::StepFuture;
+use crate::exec::{run_with_deadline, wait, Caller, Kind};
 
 pub(crate) struct TimeoutNode {
     inner: Arc<Step>,
@@ -40,45 +42,32 @@ impl TimeoutNode {
 }
 
 impl Node for TimeoutNode {
-    fn invoke(
-        &self,
-        py: Python<'_>,
-        input: &Bound<'_, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Py<PyAny>> {
-        let Some(seconds) = self.seconds(config) else {
-            return self.inner.invoke(py, input, config);
-        };
-        // `parse_timeout` checked that the seconds make a Duration.
-        let deadline = wait::deadline_after(Duration::from_secs_f64(seconds));
-        let work = Arc::new(Calls::one(&self.inner, input, config));
-        match FanOut::run_until(py, work, None, false, deadline)? {
-            Some(values) => Ok(values
-                .into_iter()
-                .next()
-                .expect("a one-call fan-out has one result")),
-            None => Err(step_timeout_error(py, &self.inner.name(py), seconds)),
-        }
-    }
-
     /// Always awaited on the loop: a timer there costs no thread.
-    fn mode(&self) -> Mode {
-        Mode::Await
+    fn kind(&self) -> Kind {
+        Kind::Async
     }
 
-    fn awaitable<'py>(
-        &self,
-        py: Python<'py>,
-        input: &Bound<'py, PyAny>,
-        config: &Arc<RunConfig>,
-    ) -> PyResult<Awaitable<'py>> {
-        let step = self.inner.awaitable_any(py, input, config)?;
-        let Some(seconds) = self.seconds(config) else {
-            return Ok(Awaitable::Other(step));
+    fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
+        let Some(seconds) = self.seconds(&args.config) else {
+            return self.inner.run(input, args, mode);
         };
-        let timed =
-            resilience(py, intern!(py, "timeout"))?.call1((step, seconds, self.inner.name(py)))?;
-        Ok(Awaitable::Other(timed))
+        let name = Python::attach(|py| self.inner.name(py));
+        match mode {
+            Caller::Loop => Box::pin(timeout_on_loop(
+                self.inner.run(input, args, mode),
+                seconds,
+                name,
+            )),
+            Caller::Thread => Box::pin(async move {
+                // `parse_timeout` checked that the seconds make a Duration.
+                let deadline = wait::deadline_after(Duration::from_secs_f64(seconds));
+                let work = Arc::new(Calls::one(&self.inner, input, &args));
+                Python::attach(|py| {
+                    run_with_deadline(py, work, deadline)?
+                        .ok_or_else(|| step_timeout_error(py, &name, seconds))
+                })
+            }),
+        }
     }
 
     fn name(&self, py: Python<'_>) -> String {
