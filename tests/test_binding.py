@@ -216,3 +216,17 @@ def test_a_binding_of_a_binding_is_one_binding(lcel: ModuleType, order: str) -> 
 def test_binding_alias() -> None:
     assert fastlcel.RunnableBinding is Binding
     assert isinstance(Lambda(add).bind(k=1), Binding)
+
+
+def test_bind_reaches_a_generators_sync_and_async_functions(lcel: ModuleType) -> None:
+    def gen(chunks, k: int = 0):
+        for chunk in chunks:
+            yield chunk + k
+
+    async def agen(chunks, k: int = 0):
+        async for chunk in chunks:
+            yield chunk + k
+
+    bound = lcel.RunnableGenerator(gen, agen).bind(k=100)
+    assert bound.invoke(1) == 101
+    assert run_async(lambda: bound.ainvoke(1)) == 101

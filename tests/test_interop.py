@@ -407,3 +407,29 @@ def test_a_failing_langchain_step_reports_its_error_and_raises() -> None:
     with pytest.raises(ValueError, match="from langchain step"):
         chain.invoke(1, {"callbacks": [ErrorRecorder()]})
     assert [str(e) for e in errors] == ["from langchain step"]
+
+
+class SyncOnlyStep(lc.RunnableSerializable[Any, Any]):
+    """A langchain_core runnable with only ``invoke`` (its ``ainvoke`` is the default)."""
+
+    def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+        return ("sync", input)
+
+
+class PlainSyncOnly:
+    """Any object with only ``invoke``: fastlcel accepts it as a step."""
+
+    def invoke(self, input: Any, config: Any = None) -> Any:
+        return ("sync", input)
+
+
+def test_an_awaited_chain_runs_a_sync_only_step_on_its_sync_path(lcel: ModuleType) -> None:
+    async def double(x: int) -> int:
+        return 2 * x
+
+    chain = lcel.RunnableLambda(double) | SyncOnlyStep()
+    assert run_async(lambda: chain.ainvoke(1)) == ("sync", 2)
+    assert run_async(lambda: chain.abatch([1, 2])) == [("sync", 2), ("sync", 4)]
+    if lcel is fastlcel:
+        plain = fastlcel.Lambda(double) | PlainSyncOnly()
+        assert run_async(lambda: plain.ainvoke(1)) == ("sync", 2)

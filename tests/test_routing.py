@@ -147,3 +147,17 @@ def test_routing_depth_up_to_the_limit_is_allowed(
 def test_sequences_do_not_use_up_the_recursion_limit(lcel: ModuleType) -> None:
     chain = lcel.RunnableSequence(*[lambda x: x + 1] * 30)
     assert chain.invoke(0, {"recursion_limit": 1}) == 30
+
+
+def test_an_awaited_sync_router_runs_the_returned_runnable_on_its_async_path(
+    lcel: ModuleType,
+) -> None:
+    inner = lcel.RunnableLambda(lambda x: "sync path", afunc=_async_path)
+    outer = lcel.RunnableLambda(lambda _: inner)
+    assert outer.invoke({}) == "sync path"
+    assert run_async(lambda: outer.ainvoke({})) == "async path"
+    assert run_async(lambda: outer.abatch([{}, {}])) == ["async path", "async path"]
+
+
+async def _async_path(_x: object) -> str:
+    return "async path"

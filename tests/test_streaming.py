@@ -425,3 +425,90 @@ def test_addable_dict_adds_like_langchains() -> None:
     theirs = LangchainAddableDict(left) + right
     assert ours == theirs == {"a": "xy", "n": 2, "b": None, "l": [1, 2]}
     assert (right + AddableDict(left)) == (right + LangchainAddableDict(left))
+
+
+# ------------------------------------------------------------ langchain_core's chunk semantics
+
+
+class AsyncGenerating:
+    """An object whose ``__call__`` is an async generator function."""
+
+    async def __call__(self, chunks: Any):
+        async for _chunk in chunks:
+            for n in (1, 2, 3):
+                yield n
+
+
+def test_a_callable_object_with_an_async_generator_call(lcel: ModuleType) -> None:
+    gen = lcel.RunnableGenerator(AsyncGenerating())
+    assert run_async(lambda: gen.ainvoke(None)) == 6
+    assert astream(gen, None) == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("chunks", "expected"),
+    [
+        ([{"a": 1}, {"b": 2}], [{"b": 2}]),  # dicts cannot be added: the last one is kept
+        (["x", None], [None]),
+        ([None, "y"], ["y"]),
+        (["x", "y"], ["xy"]),
+    ],
+)
+def test_a_lambda_transforms_the_sum_of_its_input_or_the_last_chunk(
+    lcel: ModuleType, chunks: list, expected: list
+) -> None:
+    lam = lcel.RunnableLambda(lambda x: x)
+    assert list(lam.transform(iter(chunks))) == expected
+    assert atransform(lam, chunks) == expected
+
+
+def test_passthrough_with_a_function_passes_chunks_that_cannot_be_added(lcel: ModuleType) -> None:
+    seen: list = []
+    passthrough = lcel.RunnablePassthrough(seen.append)
+    chunks = [{"a": 1}, {"b": 2}]
+    assert list(passthrough.transform(iter(chunks))) == chunks
+    assert seen == [{"b": 2}]
+
+
+def test_fallbacks_stream_the_runnable_that_succeeds_chunk_by_chunk(lcel: ModuleType) -> None:
+    def fails(_x: object):
+        raise ValueError("first fails")
+        yield  # a generator function
+
+    async def afails(_x: object):
+        raise ValueError("first fails")
+        yield  # an async generator function
+
+    chain = lcel.RunnableLambda(fails, afunc=afails).with_fallbacks(
+        [lcel.RunnableLambda(abc, afunc=async_abc)]
+    )
+    assert list(chain.stream(None)) == ["a", "b", "c"]
+    assert astream(chain, None) == ["a", "b", "c"]
+
+
+def test_an_error_upstream_is_raised_after_a_step_stops_reading(lcel: ModuleType) -> None:
+    def up(chunks: Iterator[Any]):
+        for _ in chunks:
+            yield "a"
+            yield "b"
+            raise LookupError("up failed")
+
+    def down(chunks: Iterator[Any]):
+        yield next(iter(chunks))
+
+    async def aup(chunks: AsyncIterator[Any]):
+        async for _ in chunks:
+            yield "a"
+            yield "b"
+            raise LookupError("up failed")
+
+    async def adown(chunks: AsyncIterator[Any]):
+        async for chunk in chunks:
+            yield chunk
+            return
+
+    chain = lcel.RunnableGenerator(up, aup) | lcel.RunnableGenerator(down, adown)
+    with pytest.raises(LookupError, match="up failed"):
+        list(chain.stream(None))
+    with pytest.raises(LookupError, match="up failed"):
+        astream(chain, None)
