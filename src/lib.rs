@@ -16,29 +16,16 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runnable::init_pymodule(m)?;
     exec::init_pymodule(m)?;
     limit::init_pymodule(m)?;
-    // pyo3 lists every added name, private hooks included; export the public API only.
-    m.setattr(
-        "__all__",
-        [
-            "FastLcelError",
-            "PanicError",
-            "StepTimeoutError",
-            "FastLcelTypeError",
-            "FastLcelValueError",
-            "Runnable",
-            "Lambda",
-            "Parallel",
-            "Sequence",
-            "Passthrough",
-            "Assign",
-            "Pick",
-            "Branch",
-            "Binding",
-            "Generator",
-            "Cached",
-            "RateLimiter",
-            "ConcurrencyLimit",
-        ],
-    )?;
+    // pyo3 lists every name added (`add_class`, `add`...) in `__all__`; the public API is every
+    // one but the private hooks.
+    let all = m.index()?;
+    let public: Vec<String> = all
+        .iter()
+        .map(|name| name.extract::<String>())
+        .collect::<PyResult<Vec<_>>>()?
+        .into_iter()
+        .filter(|name| !name.starts_with('_'))
+        .collect();
+    m.setattr("__all__", public)?;
     Ok(())
 }

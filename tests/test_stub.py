@@ -21,18 +21,30 @@ def test_stub_matches_the_native_module(tmp_path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_public_names() -> None:
-    import fastlcel
+def test_each_public_name_is_written_once() -> None:
+    """The native module's public classes are its ``__all__`` (made from what it registers), the
+    stub declares the same (stubtest checks it against the binary), and the package exports
+    them all plus its one Python class."""
+    import ast
+    from pathlib import Path
 
-    required = {
-        "FastLcelError",
-        "Lambda",
-        "PanicError",
-        "Parallel",
-        "RunnableLambda",
-        "RunnableMap",
-        "RunnableParallel",
-    }
-    assert required <= set(fastlcel.__all__)
+    import fastlcel
+    from fastlcel import _core
+
+    native = {name for name, obj in vars(_core).items() if isinstance(obj, type) and name[0] != "_"}
+    assert native == set(_core.__all__)
+    assert len(_core.__all__) == len(native)
+
+    stub = ast.parse(Path(_core.__file__).with_name("_core.pyi").read_text())
+    stub_all = next(
+        ast.literal_eval(node.value)
+        for node in stub.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "__all__"
+    )
+    assert sorted(stub_all) == sorted(_core.__all__)
+
+    assert fastlcel.__all__ == [*_core.__all__, "AddableDict"]
     for name in fastlcel.__all__:
-        assert getattr(fastlcel, name) is not None
+        assert getattr(fastlcel, name) is getattr(_core, name, fastlcel.AddableDict)
+    assert fastlcel.RunnableLambda is fastlcel.Lambda
+    assert fastlcel.RunnableMap is fastlcel.RunnableParallel is fastlcel.Parallel

@@ -5,70 +5,10 @@ Swap ``from langchain_core.runnables import RunnableParallel, RunnableLambda`` f
 fastlcel runnables mix with langchain_core ones in either direction.
 """
 
-from fastlcel import _interop
+from fastlcel import _core, _interop
 from fastlcel._addable import AddableDict
-from fastlcel._core import (
-    Assign,
-    Binding,
-    Branch,
-    Cached,
-    ConcurrencyLimit,
-    FastLcelError,
-    FastLcelTypeError,
-    FastLcelValueError,
-    Generator,
-    Lambda,
-    PanicError,
-    Parallel,
-    Passthrough,
-    Pick,
-    RateLimiter,
-    Runnable,
-    Sequence,
-    StepTimeoutError,
-)
-
-RunnableParallel = Parallel
-RunnableMap = Parallel
-RunnableLambda = Lambda
-RunnableSequence = Sequence
-RunnablePassthrough = Passthrough
-RunnableAssign = Assign
-RunnablePick = Pick
-RunnableBranch = Branch
-RunnableBinding = Binding
-RunnableGenerator = Generator
+from fastlcel._core import *  # noqa: F403  (the native API, langchain_core's names included)
 
 _interop.install()
 
-__all__ = [
-    "AddableDict",
-    "Assign",
-    "Binding",
-    "Branch",
-    "Cached",
-    "ConcurrencyLimit",
-    "FastLcelError",
-    "FastLcelTypeError",
-    "FastLcelValueError",
-    "Generator",
-    "Lambda",
-    "PanicError",
-    "Parallel",
-    "Passthrough",
-    "Pick",
-    "RateLimiter",
-    "Runnable",
-    "RunnableAssign",
-    "RunnableBinding",
-    "RunnableBranch",
-    "RunnableGenerator",
-    "RunnableLambda",
-    "RunnableMap",
-    "RunnableParallel",
-    "RunnablePassthrough",
-    "RunnablePick",
-    "RunnableSequence",
-    "Sequence",
-    "StepTimeoutError",
-]
+__all__ = [*_core.__all__, "AddableDict"]

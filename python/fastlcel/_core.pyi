@@ -38,6 +38,16 @@ __all__ = [
     "Binding",
     "Generator",
     "Cached",
+    "RunnableLambda",
+    "RunnableParallel",
+    "RunnableMap",
+    "RunnableSequence",
+    "RunnablePassthrough",
+    "RunnableAssign",
+    "RunnablePick",
+    "RunnableBranch",
+    "RunnableBinding",
+    "RunnableGenerator",
     "RateLimiter",
     "ConcurrencyLimit",
 ]
@@ -447,3 +457,15 @@ class Cached(Runnable):
         """Forget every cached result."""
     def cache_info(self) -> dict[str, int | None]:
         """``{"hits": ..., "misses": ..., "size": ..., "maxsize": ...}``."""
+
+# langchain_core's names for the same classes.
+RunnableLambda = Lambda
+RunnableParallel = Parallel
+RunnableMap = Parallel
+RunnableSequence = Sequence
+RunnablePassthrough = Passthrough
+RunnableAssign = Assign
+RunnablePick = Pick
+RunnableBranch = Branch
+RunnableBinding = Binding
+RunnableGenerator = Generator

@@ -270,6 +270,5 @@ pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pool::init_pymodule(m)?;
     fanout::init_pymodule(m)?;
     bridge::init_pymodule(m)?;
-    stream::init_pymodule(m)?;
-    m.add_class::<coro::Coroutine>()
+    Ok(())
 }

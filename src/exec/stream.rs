@@ -814,8 +814,3 @@ impl ChunkAsyncIterator {
         }))
     }
 }
-
-pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<ChunkIterator>()?;
-    m.add_class::<ChunkAsyncIterator>()
-}

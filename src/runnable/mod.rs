@@ -568,5 +568,20 @@ pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Binding>()?;
     m.add_class::<Generator>()?;
     m.add_class::<Cached>()?;
+    // langchain_core's names for the same classes.
+    for (alias, class) in [
+        ("RunnableLambda", "Lambda"),
+        ("RunnableParallel", "Parallel"),
+        ("RunnableMap", "Parallel"),
+        ("RunnableSequence", "Sequence"),
+        ("RunnablePassthrough", "Passthrough"),
+        ("RunnableAssign", "Assign"),
+        ("RunnablePick", "Pick"),
+        ("RunnableBranch", "Branch"),
+        ("RunnableBinding", "Binding"),
+        ("RunnableGenerator", "Generator"),
+    ] {
+        m.add(alias, m.getattr(class)?)?;
+    }
     Ok(())
 }
