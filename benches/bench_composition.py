@@ -78,6 +78,32 @@ def glue(lib: Any) -> Any:
     )
 
 
+async def aadd_one(x: int) -> int:
+    return x + 1
+
+
+def ten_async_lambdas(lib: Any) -> Any:
+    return lib.RunnableSequence(*[lib.RunnableLambda(aadd_one) for _ in range(10)])
+
+
+async def awaits_ten(x: int) -> int:
+    """The same ten awaits written by hand."""
+    x = await aadd_one(x)
+    x = await aadd_one(x)
+    x = await aadd_one(x)
+    x = await aadd_one(x)
+    x = await aadd_one(x)
+    x = await aadd_one(x)
+    x = await aadd_one(x)
+    x = await aadd_one(x)
+    x = await aadd_one(x)
+    return await aadd_one(x)
+
+
+async def _alist(chunks: Any) -> list[Any]:
+    return [chunk async for chunk in chunks]
+
+
 def python_ten(x: int) -> int:
     for fn in [add_one] * 10:
         x = fn(x)
@@ -137,13 +163,39 @@ def build_cases() -> list[Case]:
             contenders=both("ainvoke", ten_lambdas, lambda c: _bound(c.ainvoke, 0), is_async=True),
         ),
         Case(
-            number="",
-            title="Sequence of 10 trivial Lambdas, stream",
-            expected=[10],
-            contenders=both("stream", ten_lambdas, lambda c: _stream(c, 0)),
+            number="2",
+            title="Sequence of 10 async Lambdas, ainvoke",
+            expected=10,
+            contenders=[
+                *both("ainvoke", ten_async_lambdas, lambda c: _bound(c.ainvoke, 0), is_async=True),
+                Contender(
+                    "the same ten awaits written by hand (floor)",
+                    _bound(awaits_ten, 0),
+                    is_async=True,
+                    min_ratio=1 / 3,
+                ),
+            ],
         ),
         Case(
-            number="2",
+            number="3",
+            title="Sequence of 10 trivial Lambdas, stream",
+            expected=[10],
+            contenders=both("stream", ten_lambdas, lambda c: _stream(c, 0), min_ratio=50.0),
+        ),
+        Case(
+            number="4",
+            title="Sequence of 10 trivial Lambdas, astream",
+            expected=[10],
+            contenders=both(
+                "astream",
+                ten_lambdas,
+                lambda c: lambda: _alist(c.astream(0)),
+                is_async=True,
+                min_ratio=30.0,
+            ),
+        ),
+        Case(
+            number="5",
             title="Lambda | Parallel of 5 Lambdas | Lambda, batch of 100 inputs",
             expected=[python_with_parallel(x) for x in items],
             contenders=[

@@ -27,6 +27,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -425,6 +426,68 @@ def case_batch_trivial(pool: ThreadPoolExecutor) -> Case:
     )
 
 
+async def asleep_10ms(x: Any) -> Any:
+    await asyncio.sleep(0.01)
+    return x
+
+
+class LoopThread:
+    """An event loop running in a thread of its own (for `run_coroutine_threadsafe`)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+
+def case_bridge_invoke(loop_thread: LoopThread) -> Case:
+    return Case(
+        number="6",
+        title="Lambda(async fn).invoke from sync code (fastlcel's bridged event loop)",
+        expected=0,
+        contenders=[
+            *ours("Lambda(afn).invoke", lambda: _bound(Lambda(aident).invoke, 0)),
+            Contender("asyncio.run(afn(x))", lambda: asyncio.run(aident(0)), min_ratio=2.0),
+            Contender(
+                "run_coroutine_threadsafe on a loop thread",
+                lambda: loop_thread.run(aident(0)),
+            ),
+        ],
+    )
+
+
+def case_bridge_batch() -> Case:
+    items = list(range(1000))
+    return Case(
+        number="7",
+        title="Lambda(async fn).batch from sync code, 1,000 x asyncio.sleep(0.01)",
+        expected=items,
+        contenders=[
+            *ours("Lambda(afn).batch", lambda: _bound(Lambda(asleep_10ms).batch, items)),
+            *(
+                []
+                if FASTLCEL_IMPORT_ERROR
+                else [
+                    Contender(
+                        "fastlcel Lambda(afn).abatch, awaited",
+                        _bound(Lambda(asleep_10ms).abatch, items),
+                        is_async=True,
+                        min_ratio=1 / 1.2,
+                    )
+                ]
+            ),
+            Contender(
+                "asyncio.gather(*coroutines), awaited",
+                lambda: asyncio.gather(*[asleep_10ms(x) for x in items]),
+                is_async=True,
+            ),
+        ],
+    )
+
+
 def build_cases(pool: ThreadPoolExecutor) -> list[Case]:
     return [
         *(case_parallel_trivial(n, pool) for n in (3, 10, 50)),
@@ -436,6 +499,8 @@ def build_cases(pool: ThreadPoolExecutor) -> list[Case]:
         case_abatch_async(aident, 10_000, "", "trivial async fn"),
         case_abatch_sync(),
         case_batch_trivial(pool),
+        case_bridge_invoke(LoopThread()),
+        case_bridge_batch(),
     ]
 
 
