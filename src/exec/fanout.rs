@@ -279,14 +279,19 @@ impl FanOut {
 
     /// A pool thread's share of the work.
     fn help(self: Arc<Self>) {
-        let work = self.work.lock().clone().filter(|_| self.unclaimed());
-        let Some(work) = work else {
+        if !self.unclaimed() {
             return Self::release(self);
-        };
+        }
         let Some(_in_flight) = InFlight::enter() else {
             return;
         };
         Python::attach(|py| {
+            // Taken attached: a copy taken while waiting for the GIL would keep the user's
+            // objects alive, unseen by the collector, after the caller got its results.
+            let Some(work) = self.work.lock().clone().filter(|_| self.unclaimed()) else {
+                drop(self);
+                return;
+            };
             let run = || {
                 while let Some(i) = self.claim() {
                     self.wake_helper();
