@@ -15,7 +15,8 @@ import asyncio
 import faulthandler
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bench_core import (
     FASTLCEL_IMPORT_ERROR,

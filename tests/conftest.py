@@ -11,8 +11,9 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import fastlcel
 import pytest

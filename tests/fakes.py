@@ -6,7 +6,8 @@ import asyncio
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class Flaky:

@@ -78,7 +78,7 @@ def test_parallel_abatch(impl: Impl) -> None:
 def test_batch_passes_each_input_object(impl: Impl) -> None:
     inputs = [{"i": i} for i in range(4)]
     out = impl.Lambda(lambda x: x).batch(inputs)
-    assert all(a is b for a, b in zip(out, inputs))
+    assert all(a is b for a, b in zip(out, inputs, strict=True))
 
 
 class ItemError(Exception):

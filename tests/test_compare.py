@@ -12,8 +12,8 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -319,6 +319,9 @@ def test_the_command_quick_with_json(tmp_path: Path) -> None:
         ["--workers", "0"],
         ["--sync-client", "curl"],
         ["--json", "/no/such/folder/x.json"],
+        ["--plot", "/no/such/folder/c.png"],
+        ["--plot", "chart.svg"],
+        ["--plot", "."],
         ["--unknown"],
     ],
 )
@@ -354,6 +357,30 @@ def test_plot_writes_a_png(quick_study: Study, tmp_path: Path) -> None:
     path = tmp_path / "compare.png"
     plot_study(quick_study, str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+SMALL_STUDY = ["--quick", "--quiet", "--workload", "sleep", "--n", "3"]
+SMALL_STUDY += ["--approach", "sequential,fastlcel-batch"]
+
+
+def test_plot_option_writes_a_png_at_the_path_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "chart"  # no extension: written as is, not as chart.png
+    assert main([*SMALL_STUDY, "--plot", str(path)]) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert os.listdir(tmp_path) == ["chart"]
+    assert f"wrote {path}" in capsys.readouterr().err
+
+
+def test_plot_option_without_a_path_writes_compare_png(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    assert main([*SMALL_STUDY, "--plot"]) == 0
+    assert (tmp_path / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize(

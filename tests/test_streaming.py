@@ -6,9 +6,9 @@ import asyncio
 import functools
 import operator
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from conftest import run_async

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gc
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from fastlcel import ConcurrencyLimit, Lambda, Parallel, RateLimiter, Runnable

@@ -13,10 +13,10 @@ import functools
 import importlib
 import importlib.util
 import multiprocessing
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from fastlcel.compare._workloads import Workload
 
@@ -29,6 +29,10 @@ class Options:
     processes: int  # ProcessPoolExecutor
     max_concurrency: int | None  # config of the runnables' batch/abatch, cap of asyncio.gather
     mp_context: str  # multiprocessing start method
+
+
+#: How to install a missing optional module (both are in fastlcel's ``compare`` extra).
+_INSTALL = {"langchain_core": "pip install langchain-core; the [compare] extra has it"}
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,8 @@ class Approach:
     def available(self) -> str | None:
         """None when it can run here, else the reason it cannot."""
         if self.requires and importlib.util.find_spec(self.requires) is None:
-            return f"{self.requires} is not installed"
+            hint = _INSTALL.get(self.requires, f"pip install {self.requires}")
+            return f"{self.requires} is not installed ({hint})"
         return None
 
 

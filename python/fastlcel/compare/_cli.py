@@ -13,13 +13,16 @@ from fastlcel.compare._report import matplotlib_missing, plot_study
 from fastlcel.compare._study import DEFAULTS, QUICK, resolve_settings, run_study
 from fastlcel.compare._workloads import ASYNC_CLIENTS, SYNC_CLIENTS
 
+DEFAULT_PLOT = "compare.png"
+
 EPILOG = """\
 examples:
   python -m fastlcel.compare                       # all workloads, all approaches (< 1 min)
   python -m fastlcel.compare --quick               # a few seconds, for CI
   python -m fastlcel.compare --workload http --latency 100ms --workers 32
   python -m fastlcel.compare --approach sequential,threads,fastlcel --json out.json
-  python -m fastlcel.compare --plot compare.png    # needs matplotlib
+  python -m fastlcel.compare --plot                # also a bar chart: compare.png (matplotlib)
+  python -m fastlcel.compare --plot docs/run.png   # ... at that path
 
 The table goes to stdout, progress to stderr. Exit status: 0 when every approach returned the
 right results, 1 when one failed, 2 for a bad option.
@@ -136,7 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the HTTP server in a child process (default) or a thread of this one",
     )
     add("--json", metavar="FILE", help="write every result, the machine and versions as JSON")
-    add("--plot", metavar="FILE.png", help="write a bar chart (needs matplotlib)")
+    add(
+        "--plot",
+        nargs="?",
+        const=DEFAULT_PLOT,
+        metavar="FILE.png",
+        help=f"write a bar chart as a PNG to FILE.png (default {DEFAULT_PLOT}); needs "
+        "matplotlib, which the [compare] extra installs",
+    )
     add("--quick", action="store_true", help="small and fast (a few seconds), for CI")
     add("--quiet", "-q", action="store_true", help="no progress on stderr")
     add("--list", action="store_true", help="list the approaches and exit")
@@ -164,8 +174,11 @@ class _Progress:
 
 
 def _check_output_path(parser: argparse.ArgumentParser, option: str, path: str | None) -> None:
+    """Before the study runs, not after a minute of it: a path that can be written."""
     if path is None:
         return
+    if os.path.isdir(path):
+        parser.error(f"{option}: {path} is a folder; give a file name")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         parser.error(f"{option}: the folder {folder} does not exist")
@@ -211,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     _check_output_path(parser, "--json", args.json)
     _check_output_path(parser, "--plot", args.plot)
+    if args.plot and os.path.splitext(args.plot)[1].lower() not in ("", ".png"):
+        parser.error(f"--plot writes a PNG: name it FILE.png, not {args.plot}")
     if args.plot and (missing := matplotlib_missing()):
         parser.error(missing)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import textwrap
 from typing import TYPE_CHECKING, Any
 
@@ -131,7 +132,7 @@ def format_table(study: Study) -> str:
     def line(cells: list[str]) -> str:
         padded = [
             cell.rjust(width) if i in right else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths))
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
         ]
         return "| " + " | ".join(padded) + " |"
 
@@ -177,7 +178,10 @@ def matplotlib_missing() -> str | None:
     except (ImportError, ValueError):
         found = False
     if not found:
-        return "--plot needs matplotlib, which is not installed (pip install matplotlib)"
+        return (
+            "--plot needs matplotlib, which is not installed "
+            "(pip install matplotlib; the [compare] extra has it)"
+        )
     return None
 
 
@@ -185,7 +189,8 @@ _COLORS = {"stdlib": "#8c8c8c", "langchain": "#2f6db3", "fastlcel": "#e4572e"}
 
 
 def plot_study(study: Study, path: str) -> None:
-    """A PNG bar chart: one panel per workload, wall time per approach (log scale)."""
+    """A PNG bar chart at ``path`` (whatever its extension): one panel per workload, wall time
+    per approach (log scale)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -201,7 +206,7 @@ def plot_study(study: Study, path: str) -> None:
     fig = Figure(figsize=(10, max(height, 3)))
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(workloads), 1, squeeze=False)[:, 0]
-    for ax, name in zip(axes, workloads):
+    for ax, name in zip(axes, workloads, strict=True):
         rows = [r for r in per[name] if r.ok]
         labels = [r.label for r in rows]
         times = [r.wall_s or 0.0 for r in rows]
@@ -217,7 +222,7 @@ def plot_study(study: Study, path: str) -> None:
         ax.set_xlabel("wall time, seconds (log scale; shorter is better)")
         desc = next(w["description"] for w in study.workloads if w["name"] == name)
         ax.set_title(textwrap.fill(f"{name}: {desc}", 110), fontsize=9, loc="left")
-        for y, r in zip(ypos, rows):
+        for y, r in zip(ypos, rows, strict=True):
             note = f" {r.wall_s:.3g} s" + ("" if r.speedup is None else f"  {r.speedup:.1f}x")
             ax.text(r.wall_s or 0.0, y, note, va="center", fontsize=7)
         if times:
@@ -231,4 +236,21 @@ def plot_study(study: Study, path: str) -> None:
     handles = [Patch(color=color, label=family) for family, color in _COLORS.items()]
     fig.legend(handles=handles, loc="upper right", fontsize=8, ncol=3)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
-    fig.savefig(path, dpi=110)
+    # format="png": the file is a PNG at exactly ``path`` (matplotlib would otherwise append
+    # ".png" to a name without an extension, or pick the format from the extension)
+    image = io.BytesIO()
+    fig.savefig(image, dpi=110, format="png")
+    _write_small_png(image.getvalue(), path)
+
+
+def _write_small_png(data: bytes, path: str) -> None:
+    """The chart's flat colours fit a 256-colour palette: a third of the RGBA file's size, the
+    same picture. Pillow comes with matplotlib; without it, the RGBA file as it is."""
+    try:
+        from PIL import Image
+    except ImportError:
+        with open(path, "wb") as out:
+            out.write(data)
+        return
+    with Image.open(io.BytesIO(data)) as rgba:
+        rgba.convert("RGB").quantize(colors=256).save(path, format="PNG", optimize=True)

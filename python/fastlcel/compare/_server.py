@@ -25,7 +25,8 @@ import socket
 import subprocess
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 HOST = "127.0.0.1"
@@ -217,7 +218,7 @@ class LatencyServer:
             ready.set()
 
         async def main() -> None:
-            self._stop = asyncio.Event()  # created on its loop (Python 3.9 binds it at creation)
+            self._stop = asyncio.Event()  # created on the loop that waits on it
             await serve(self.latency, self.body_size, on_ready, self._stop)
 
         def run() -> None:

@@ -14,9 +14,9 @@ import platform
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from fastlcel.compare._approaches import (
     APPROACHES,
@@ -577,7 +577,7 @@ def _check(outputs: Any, expected: list[Any] | None) -> str | None:
         return None
     if len(outputs) != len(expected):
         return f"returned {len(outputs)} results for {len(expected)} items"
-    for i, (got, want) in enumerate(zip(outputs, expected)):
+    for i, (got, want) in enumerate(zip(outputs, expected, strict=True)):
         if got != want:
             return f"wrong result for item {i}: {got!r:.60} instead of {want!r:.60}"
     return None

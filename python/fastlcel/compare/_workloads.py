@@ -16,9 +16,9 @@ import threading
 import time
 import types
 import urllib.request
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from fastlcel.compare._server import body_digest, expected_digest
 
