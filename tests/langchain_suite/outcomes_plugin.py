@@ -61,13 +61,13 @@ def _outcome(reports: list[pytest.TestReport]) -> tuple[str, pytest.TestReport]:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Formats a failure again if CPython 3.11.7's ast.parse failed while pytest formatted it.
+    """Formats a failure again if CPython < 3.11.8's ast.parse failed while pytest formatted it.
 
-    CPython < 3.11.8 keeps the AST constructor's recursion depth per interpreter: an ast.parse
-    nested in another (a finalizer run by the garbage collector during pytest's parse of the test
-    file, reporting an unraisable exception with the traceback module) makes the outer one raise
-    "SystemError: AST constructor recursion depth mismatch", an INTERNALERROR that ends the
-    session. After a full collection (the finalizers run now), the same formatting succeeds.
+    Those keep the AST constructor's recursion depth per interpreter: an ast.parse nested in
+    another (pytest reporting an unraisable exception from a finalizer that the garbage collector
+    ran during pytest's parse of a source file) makes the outer one raise "SystemError: AST
+    constructor recursion depth mismatch", an INTERNALERROR that would end the session. After a
+    full collection (the finalizers have run), the same formatting succeeds.
     """
     try:
         return (yield)
