@@ -10,10 +10,12 @@ crash or a hang survive it:
 - ``{"event": "outcome", "id": ..., "outcome": ..., "when": ..., "message": ..., "longrepr": ...}``:
   a test ended, ``outcome`` one of passed, failed, error (setup or teardown failed), skipped,
   xfailed, xpassed;
-- ``{"event": "finished"}``: the session ended normally.
+- ``{"event": "finished"}``: pytest ended without crashing (an INTERNALERROR ends it too: then a
+  test started has no outcome).
 
-With ``LCSUITE_FAST_EXIT=1`` the process ends right after the session (``os._exit``), skipping the
-interpreter's shutdown: its atexit handlers (langsmith's tracing flush) do not judge any test.
+With ``LCSUITE_FAST_EXIT=1`` the process ends right after pytest (``os._exit``), skipping the
+interpreter's shutdown, where nothing judges a test: joining langsmith's tracing thread, which
+retries the hosted API for 11 s offline, and atexit handlers.
 """
 
 from __future__ import annotations
