@@ -22,6 +22,16 @@ create_exception!(
     "A bug inside fastlcel's Rust code (a Rust panic) surfaced as a Python exception."
 );
 
+create_exception!(
+    fastlcel,
+    ExecutorError,
+    FastLcelError,
+    "A step could not run on its executor (``Lambda(..., executor=...)``): the executor refused \
+     the call or is broken, or the function or its input could not be pickled to cross to it. \
+     The executor's own exception is its ``__cause__``. Exceptions of the function itself are \
+     never wrapped."
+);
+
 // NOTE: the errors below are made with `type(...)` at import: `create_exception!` takes a single
 // base class, and each must be both a `FastLcelError` and a builtin error, so that code written
 // for langchain_core (`except ValueError`) keeps working.
@@ -126,6 +136,7 @@ pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("FastLcelError", py.get_type::<FastLcelError>())?;
     m.add("PanicError", py.get_type::<PanicError>())?;
+    m.add("ExecutorError", py.get_type::<ExecutorError>())?;
     m.add("StepTimeoutError", step_timeout_type(py)?)?;
     m.add("FastLcelTypeError", type_error_type(py)?)?;
     m.add("FastLcelValueError", value_error_type(py)?)?;

@@ -4,7 +4,8 @@
 //!
 //! A step is described by its [`Kind`]; its caller is a thread that may block or a task of an
 //! event loop ([`Caller`]). [`place`] is the one mapping from the two to where the step runs:
-//! the fan-out, the gather, timeouts and streams all ask it.
+//! the fan-out, the gather, timeouts and streams all ask it; [`on_loop_among_others`] says where
+//! a thread sends a step that runs alongside others (a fan-out's items, a timeout's step).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ pub(crate) mod aio;
 pub(crate) mod bridge;
 pub(crate) mod context;
 pub(crate) mod coro;
+pub(crate) mod external;
 pub(crate) mod fanout;
 pub(crate) mod gather;
 pub(crate) mod pool;
@@ -40,22 +42,33 @@ pub(crate) enum Kind {
     /// Async only: awaited on the caller's loop; a thread reaches it through an event loop
     /// (the bridged one, or the awaiting caller's a pool thread works for).
     LoopOnly,
+    /// Runs on an external executor ([`external`]), or is made of parts of which one does: run
+    /// where it is called, waiting on the executor's future without a thread of its own; a
+    /// thread that runs it alongside others sends it to an event loop.
+    External,
 }
 
 impl Kind {
-    /// The kind of a runnable made of parts: awaited if any part is (it can still be walked on
-    /// a thread: its async-only parts cross to a loop one by one), else blocking if any part
-    /// may block, else inline.
+    /// The kind of a runnable made of parts: external if any part is, else awaited if any part
+    /// is (it can still be walked on a thread: its async-only parts cross to a loop one by one),
+    /// else blocking if any part may block, else inline.
     pub(crate) fn of_all(kinds: impl IntoIterator<Item = Kind>) -> Kind {
         kinds
             .into_iter()
             .fold(Kind::Inline, |acc, k| match (acc, k) {
+                (Kind::External, _) | (_, Kind::External) => Kind::External,
                 (Kind::Async | Kind::LoopOnly, _) | (_, Kind::Async | Kind::LoopOnly) => {
                     Kind::Async
                 }
                 (Kind::Blocking, _) | (_, Kind::Blocking) => Kind::Blocking,
                 _ => Kind::Inline,
             })
+    }
+
+    /// The kind of a runnable that waits on the loop itself when awaited (a fan-out, a timer, a
+    /// limiter, a cache slot) around `parts`: `Async`, or `External` if a part is.
+    pub(crate) fn awaited_around(parts: impl IntoIterator<Item = Kind>) -> Kind {
+        Kind::of_all(std::iter::once(Kind::Async).chain(parts))
     }
 }
 
@@ -82,12 +95,20 @@ pub(crate) enum Place {
 /// The one mapping from a step's kind and its caller to where it runs.
 pub(crate) fn place(kind: Kind, caller: Caller) -> Place {
     match (kind, caller) {
-        (Kind::Inline, caller) => Place::Here(caller),
+        (Kind::Inline | Kind::External, caller) => Place::Here(caller),
         (Kind::Blocking | Kind::Async, Caller::Thread) => Place::Here(Caller::Thread),
         (Kind::Blocking, Caller::Loop) => Place::Pool,
         (Kind::Async | Kind::LoopOnly, Caller::Loop) => Place::Here(Caller::Loop),
         (Kind::LoopOnly, Caller::Thread) => Place::Loop,
     }
+}
+
+/// Whether a thread running a step of `kind` alongside others (a fan-out's items, a timeout's
+/// step, which it waits for instead of running them itself) sends it to an event loop rather
+/// than to pool threads: an async-only step needs a loop, and an external one would hold a pool
+/// thread per call in flight only to wait, where a loop waits for all of them at once.
+pub(crate) fn on_loop_among_others(kind: Kind) -> bool {
+    kind == Kind::External || place(kind, Caller::Thread) == Place::Loop
 }
 
 /// Runs a step of `kind` for `caller`: `make(mode)` is the step run `mode`'s way, which this
@@ -144,13 +165,10 @@ pub(crate) async fn fan_out(
     opts: FanOpts,
     caller: Caller,
 ) -> PyResult<Vec<Py<PyAny>>> {
-    let needs_loop = |work: &Arc<dyn Work>| {
-        (0..work.len()).any(|i| place(work.kind(i), Caller::Thread) == Place::Loop)
-    };
     match caller {
         Caller::Loop => gather::gather(work, opts).await,
-        Caller::Thread if needs_loop(&work) => {
-            // Async-only items need a loop: the whole fan-out is a gather there.
+        Caller::Thread if needs_loop(&*work) => {
+            // The whole fan-out is a gather on a loop (see `on_loop_among_others`).
             let list = Python::attach(|py| {
                 let fut: StepFuture = Box::pin(async move {
                     let values = gather::gather(work, opts).await?;
@@ -170,15 +188,21 @@ pub(crate) async fn fan_out(
     }
 }
 
+/// Whether a thread's fan-out of `work` runs as a gather on an event loop.
+pub(crate) fn needs_loop(work: &dyn Work) -> bool {
+    (0..work.len()).any(|i| on_loop_among_others(work.kind(i)))
+}
+
 /// Runs the one item of `work` from a thread that may block, giving up at `deadline`:
-/// `Ok(None)` if it passes first. An async-only item runs on an event loop and is cancelled
-/// then; any other runs on a pool thread, which finishes it and drops its result.
+/// `Ok(None)` if it passes first. An async-only or external item runs on an event loop and is
+/// cancelled then (an external call's future with it); any other runs on a pool thread, which
+/// finishes it and drops its result.
 pub(crate) fn run_with_deadline(
     py: Python<'_>,
     work: Arc<dyn Work>,
     deadline: Option<Instant>,
 ) -> PyResult<Option<Py<PyAny>>> {
-    if place(work.kind(0), Caller::Thread) == Place::Loop {
+    if needs_loop(&*work) {
         return bridge::run_blocking(py, work.run(0, Caller::Loop), deadline);
     }
     let values = fanout::FanOut::run_until(py, work, FanOpts::default(), deadline)?;

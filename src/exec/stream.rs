@@ -27,7 +27,7 @@ use super::fanout::FanOut;
 use super::gather::{self, Sink};
 use super::pool::{self, Busy, InFlight};
 use super::queue::{Notify, Queue};
-use super::{place, Caller, FanOpts, Kind, Place, Work};
+use super::{needs_loop, place, Caller, FanOpts, Kind, Place, Work};
 
 /// A stream of chunks (or of the error that ends it).
 pub(crate) type ChunkStream = Pin<Box<dyn Stream<Item = PyResult<Py<PyAny>>> + Send>>;
@@ -579,8 +579,7 @@ pub(crate) fn background(chunks: Chunks, mode: Caller) -> Chunks {
 /// Exception is its result with `return_exceptions`; any other failure ends the stream with it.
 /// Dropping the stream stops what has not started.
 pub(crate) fn as_completed(work: Arc<dyn Work>, opts: FanOpts, caller: Caller) -> Chunks {
-    let needs_loop = (0..work.len()).any(|i| place(work.kind(i), Caller::Thread) == Place::Loop);
-    if caller == Caller::Thread && needs_loop {
+    if caller == Caller::Thread && needs_loop(&*work) {
         return as_completed(work, opts, Caller::Loop).conform(Caller::Thread);
     }
     let n = work.len();

@@ -360,7 +360,7 @@ impl Drop for Leader {
 impl Node for CachedNode {
     /// Always awaited on the loop: a hit costs no thread.
     fn kind(&self) -> Kind {
-        Kind::Async
+        Kind::awaited_around([self.inner.kind()])
     }
 
     fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {

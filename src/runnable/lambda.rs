@@ -17,6 +17,7 @@ use pyo3::{intern, PyClassInitializer, PyTraverseError};
 use super::base::{Node, Runnable};
 use super::{describe, may_be_runnable, returned_runnable, Args, Step};
 use crate::exec::coro::{py_await, StepFuture};
+use crate::exec::external::Executor;
 use crate::exec::stream::{accumulate, Accumulator, ChunkAsyncIterator, ChunkIterator, Chunks};
 use crate::exec::{aio, bridge, Caller, Kind};
 
@@ -84,6 +85,8 @@ pub(crate) struct LambdaNode {
     afunc: Option<Func>,
     name: Py<PyString>,
     kind: LambdaKind,
+    /// Where `func` runs instead of here (`Lambda(..., executor=...)`).
+    executor: Option<Executor>,
 }
 
 impl LambdaNode {
@@ -138,6 +141,19 @@ impl LambdaNode {
     /// Whether this call runs the sync function: on a thread, or an inline one anywhere.
     fn runs_sync(&self, mode: Caller) -> bool {
         mode == Caller::Thread || self.kind == LambdaKind::Inline
+    }
+
+    /// The function's output on `input`, `mode`'s way: on the executor, else the sync or the
+    /// async function.
+    async fn call(&self, input: &Py<PyAny>, args: &Args, mode: Caller) -> PyResult<Py<PyAny>> {
+        match (&self.executor, &self.func) {
+            (Some(executor), Some(func)) => {
+                let kwargs = Python::attach(|py| args.kwargs(py).map(|k| k.clone().unbind()));
+                executor.call(&func.func, input, kwargs, mode).await
+            }
+            _ if self.runs_sync(mode) => Python::attach(|py| self.call_sync(py, input, args)),
+            _ => self.call_async(input, args).await,
+        }
     }
 
     /// If `output` is a runnable, what runs in the Lambda's place: that runnable and its
@@ -260,12 +276,7 @@ impl LambdaNode {
                 }
                 acc.value()
             } else {
-                let output = if sync {
-                    Python::attach(|py| self.call_sync(py, &value, &args))
-                } else {
-                    self.call_async(&value, &args).await
-                };
-                match output {
+                match self.call(&value, &args, mode).await {
                     Ok(output) => Some(output),
                     Err(err) => {
                         yield Err(err);
@@ -335,7 +346,36 @@ impl LambdaNode {
             afunc: afunc.as_ref().map(Func::new).transpose()?,
             name: name.unbind(),
             kind,
+            executor: None,
         })
+    }
+
+    /// This Lambda with its function sent to `executor` (see `exec::external`). Only a plain
+    /// call can cross: no async function, no generator, no config (it holds callbacks).
+    fn on_executor(mut self, py: Python<'_>, executor: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let step = self.repr(py)?;
+        let reason = match (&self.func, &self.afunc) {
+            (None, _) => Some("its function is async (async def); an executor runs a sync def"),
+            (Some(_), Some(_)) => Some(
+                "it has an `afunc`, which the executor would never run (ainvoke sends `func` \
+                 to the executor too); drop it",
+            ),
+            (Some(f), None) if f.takes_config => Some(
+                "its function takes `config`, which holds callbacks and other live objects \
+                 that cannot be sent to another process",
+            ),
+            (Some(f), None) if f.generator => {
+                Some("a generator function's chunks cannot cross one by one; return a list instead")
+            }
+            (Some(_), None) => None,
+        };
+        if let Some(reason) = reason {
+            return Err(type_error(format!(
+                "{step} cannot run on an executor: {reason}"
+            )));
+        }
+        self.executor = Some(Executor::new(executor, step)?);
+        Ok(self)
     }
 }
 
@@ -364,6 +404,9 @@ fn stream_returned(step: &Step, input: Py<PyAny>, args: Args, mode: Caller) -> C
 
 impl Node for LambdaNode {
     fn kind(&self) -> Kind {
+        if self.executor.is_some() {
+            return Kind::External;
+        }
         match (self.kind, &self.func, &self.afunc) {
             (LambdaKind::Inline, _, _) => Kind::Inline,
             (_, Some(_), Some(_)) => Kind::Async,
@@ -379,11 +422,7 @@ impl Node for LambdaNode {
             return Box::pin(sum(chunks));
         }
         Box::pin(async move {
-            let output = if self.runs_sync(mode) {
-                Python::attach(|py| self.call_sync(py, &input, &args))?
-            } else {
-                self.call_async(&input, &args).await?
-            };
+            let output = self.call(&input, &args, mode).await?;
             self.finish(input, output, args, mode).await
         })
     }
@@ -404,6 +443,10 @@ impl Node for LambdaNode {
         input: &Bound<'py, PyAny>,
         args: &Args,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if let (Some(executor), Some(func)) = (&self.executor, &self.func) {
+            let kwargs = args.kwargs(input.py()).map(|k| k.clone().unbind());
+            return executor.awaitable(&func.func, input, kwargs).map(Some);
+        }
         match &self.afunc {
             Some(afunc) if self.kind == LambdaKind::Function && !afunc.async_generator => {
                 afunc.call(input.py(), input, args).map(Some)
@@ -438,7 +481,8 @@ impl Node for LambdaNode {
         self.func
             .iter()
             .chain(self.afunc.iter())
-            .try_for_each(|f| f.traverse(visit))
+            .try_for_each(|f| f.traverse(visit))?;
+        self.executor.iter().try_for_each(|e| e.traverse(visit))
     }
 
     fn repr(&self, py: Python<'_>) -> PyResult<String> {
@@ -492,14 +536,27 @@ impl Lambda {
 #[pymethods]
 impl Lambda {
     #[new]
-    #[pyo3(signature = (func, afunc=None, name=None))]
+    #[pyo3(signature = (func, afunc=None, name=None, *, executor=None))]
     fn py_new(
         func: &Bound<'_, PyAny>,
         afunc: Option<&Bound<'_, PyAny>>,
         name: Option<Bound<'_, PyString>>,
+        executor: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyClassInitializer<Self>> {
-        let node = LambdaNode::new(func, afunc, name, LambdaKind::Function)?;
+        let mut node = LambdaNode::new(func, afunc, name, LambdaKind::Function)?;
+        if let Some(executor) = executor.filter(|e| !e.is_none()) {
+            node = node.on_executor(func.py(), executor)?;
+        }
         Ok(Runnable::init(node).add_subclass(Lambda))
+    }
+
+    /// The executor the function runs on (``None``: here).
+    #[getter]
+    fn executor(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
+        let node = Self::node(slf);
+        node.executor
+            .as_ref()
+            .map(|e| e.object().clone_ref(slf.py()))
     }
 
     #[getter]

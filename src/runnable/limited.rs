@@ -57,7 +57,7 @@ impl LimitedNode {
 impl Node for LimitedNode {
     /// Always awaited on the loop: waiting there for the limiter costs no thread.
     fn kind(&self) -> Kind {
-        Kind::Async
+        Kind::awaited_around([self.inner.kind()])
     }
 
     fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {

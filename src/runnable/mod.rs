@@ -181,15 +181,11 @@ impl Step {
     }
 
     /// The kind of a wrapper around `steps` that has a sync path of its own: awaited on the loop
-    /// if a step awaits, else run whole on the pool for an awaiting caller.
+    /// if a step awaits (external if one is), else run whole on the pool for an awaiting caller.
     pub(crate) fn wrapper_kind<'a>(steps: impl IntoIterator<Item = &'a Arc<Step>>) -> Kind {
-        let awaits = steps
-            .into_iter()
-            .any(|s| matches!(s.kind(), Kind::Async | Kind::LoopOnly));
-        if awaits {
-            Kind::Async
-        } else {
-            Kind::Blocking
+        match Kind::of_all(steps.into_iter().map(|s| s.kind())) {
+            Kind::Inline => Kind::Blocking,
+            kind => kind,
         }
     }
 

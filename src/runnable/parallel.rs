@@ -84,7 +84,7 @@ impl ParallelNode {
 impl Node for ParallelNode {
     /// Always awaited on the loop: its steps run there as tasks, or on the pool.
     fn kind(&self) -> Kind {
-        Kind::Async
+        Kind::awaited_around(self.steps.iter().map(Step::kind))
     }
 
     fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {

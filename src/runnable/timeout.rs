@@ -44,7 +44,7 @@ impl TimeoutNode {
 impl Node for TimeoutNode {
     /// Always awaited on the loop: a timer there costs no thread.
     fn kind(&self) -> Kind {
-        Kind::Async
+        Kind::awaited_around([self.inner.kind()])
     }
 
     fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
