@@ -8,7 +8,8 @@ fastlcel runnables mix with langchain_core ones in either direction.
 from fastlcel import _core, _interop
 from fastlcel._addable import AddableDict
 from fastlcel._core import *  # noqa: F403  (the native API, langchain_core's names included)
+from fastlcel._ray import RayExecutor
 
 _interop.install()
 
-__all__ = [*_core.__all__, "AddableDict"]
+__all__ = [*_core.__all__, "AddableDict", "RayExecutor"]
