@@ -1,0 +1,132 @@
+"""``fastlcel.RayExecutor`` on a local Ray cluster (``num_cpus=2``, one for the module, its files in
+the test's tmp dir): order, errors, a timeout that kills the task, async calls, per-step options,
+a second driver joining the cluster. Skipped without Ray (``.ci/run`` installs it for one Python),
+but for the lazy import."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Child, run_async
+from fastlcel import Lambda, RayExecutor, StepTimeoutError
+from remote import StepError, fail, fail_on_odd, inc, pid, sleep_then
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_import_fastlcel_does_not_import_ray(tmp_path) -> None:
+    child = Child(
+        """
+        import sys, fastlcel
+        print(repr(fastlcel.RayExecutor(num_cpus=1)), "ray" in sys.modules)
+        """,
+        tmp_path,
+    )
+    returncode, out, err, _ = child.finish(timeout=30)
+    assert (returncode, out.strip()) == (0, "RayExecutor(num_cpus=1) False"), err
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    ray = pytest.importorskip("ray")
+    # A throwaway local cluster: no token written to ~/.ray (the children inherit this).
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    context = ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _temp_dir=str(tmp_path_factory.mktemp("ray")),
+        # the workers import the steps' module (tests/remote.py) by name
+        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}},
+    )
+    yield context
+    ray.shutdown()
+    del os.environ["RAY_AUTH_MODE"]
+
+
+@pytest.fixture
+def executor(cluster: Any) -> RayExecutor:
+    return RayExecutor()
+
+
+def assigned_cpus(_x: Any) -> float:
+    import ray
+
+    return ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+
+
+def test_results_in_input_order(executor: RayExecutor) -> None:
+    step = Lambda(inc, executor=executor)
+    assert step.invoke(1) == 2
+    assert step.batch(list(range(20))) == list(range(1, 21))
+    assert run_async(lambda: step.ainvoke(1)) == 2
+    assert run_async(lambda: step.abatch(list(range(20)))) == list(range(1, 21))
+
+
+def test_a_steps_exception_comes_back_as_its_own_type(executor: RayExecutor) -> None:
+    with pytest.raises(StepError) as info:
+        Lambda(fail, executor=executor).invoke(1)
+    assert type(info.value) is StepError
+    assert str(info.value) == "step failed on 1"
+    from ray.exceptions import RayTaskError
+
+    assert isinstance(info.value.__cause__, RayTaskError)  # the remote traceback
+    got = Lambda(fail_on_odd, executor=executor).batch([0, 1, 2], return_exceptions=True)
+    assert got[0::2] == [0, 2]
+    assert type(got[1]) is StepError
+
+
+@pytest.mark.parametrize("method", ["invoke", "ainvoke"])
+def test_a_timeout_kills_the_task(executor: RayExecutor, method: str) -> None:
+    """Two tasks of 30 s hold both CPUs; killed at the deadline, the next tasks start at once."""
+    slow = Lambda(sleep_then, executor=executor).with_timeout(0.5)
+    started = time.monotonic()
+    if method == "invoke":
+        got = slow.batch([30, 30], return_exceptions=True)
+    else:
+        got = run_async(lambda: slow.abatch([30, 30], return_exceptions=True))
+    assert [type(e) for e in got] == [StepTimeoutError, StepTimeoutError]
+    assert time.monotonic() - started < 5
+    started = time.monotonic()
+    assert len(Lambda(pid, executor=executor).batch([0, 1])) == 2
+    assert time.monotonic() - started < 15  # not 30: the CPUs were given back
+
+
+def test_async_calls_with_a_concurrency_cap(executor: RayExecutor) -> None:
+    step = Lambda(inc, executor=executor)
+    got = run_async(lambda: step.abatch(list(range(10)), {"max_concurrency": 3}))
+    assert got == list(range(1, 11))
+
+
+def test_options_are_per_step(cluster: Any) -> None:
+    assert Lambda(assigned_cpus, executor=RayExecutor()).invoke(0) == 1.0
+    assert Lambda(assigned_cpus, executor=RayExecutor(num_cpus=2)).invoke(0) == 2.0
+    assert RayExecutor(num_cpus=2, resources={"x": 1}).options == {
+        "num_cpus": 2,
+        "resources": {"x": 1},
+    }
+
+
+def test_functions_cross_with_cloudpickle(executor: RayExecutor) -> None:
+    assert Lambda(lambda x: x * 3, executor=executor).invoke(2) == 6
+
+
+def test_another_driver_joins_the_cluster(cluster: Any, tmp_path) -> None:
+    address = cluster.address_info["address"]
+    child = Child(
+        f"""
+        import ray
+        from fastlcel import Lambda, RayExecutor
+        ray.init(address={address!r}, log_to_driver=False)
+        print(Lambda(lambda x: x + 1, executor=RayExecutor()).batch([1, 2]), flush=True)
+        """,
+        tmp_path,
+    )
+    returncode, out, err, _ = child.finish(timeout=60)
+    assert returncode == 0, err
+    assert out.strip().splitlines()[-1] == "[2, 3]"
