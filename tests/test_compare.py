@@ -262,6 +262,7 @@ def test_approach_groups() -> None:
         "fastlcel-abatch-async",
         "fastlcel-abatch-sync",
         "fastlcel-parallel",
+        "fastlcel-executor",
     ]
     asyncio_keys = [a.key for a in select_approaches(["asyncio"])]
     assert asyncio_keys == ["asyncio-gather", "asyncio-to-thread"]

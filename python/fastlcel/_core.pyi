@@ -14,16 +14,23 @@ from collections.abc import (
     Mapping,
 )
 from collections.abc import Sequence as _Seq
-from typing import Any, Literal, TypeAlias, final
+from concurrent.futures import Future
+from typing import Any, Literal, Protocol, TypeAlias, final
 
 from typing_extensions import disjoint_base
 
 _Config: TypeAlias = Mapping[str, Any]
 
+class _Executor(Protocol):
+    """What ``Lambda(..., executor=...)`` takes: ``concurrent.futures.Executor``'s ``submit``."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]: ...
+
 __version__: str
 __all__ = [
     "FastLcelError",
     "PanicError",
+    "ExecutorError",
     "StepTimeoutError",
     "FastLcelTypeError",
     "FastLcelValueError",
@@ -69,6 +76,14 @@ class FastLcelError(Exception):
 
 class PanicError(FastLcelError):
     """A bug inside fastlcel's Rust code (a Rust panic) surfaced as a Python exception."""
+
+class ExecutorError(FastLcelError):
+    """A step could not run on its executor (``Lambda(..., executor=...)``): ``submit`` raised,
+    the executor is broken (a ``BrokenProcessPool``: every later call gets this error too, at
+    once), it cancelled the call itself, or the function, its input or its keyword arguments
+    could not be pickled to cross to it. The message names the step; the executor's own exception
+    is the ``__cause__``. An exception raised by the function itself is never wrapped.
+    """
 
 class StepTimeoutError(FastLcelError, TimeoutError):
     """A step did not finish within its timeout (``with_timeout`` or the ``timeout`` config key).
@@ -281,8 +296,9 @@ class Runnable:
     def with_timeout(self, seconds: float) -> Runnable:
         """A runnable that raises :class:`StepTimeoutError` if this one runs past ``seconds``.
 
-        An async step is cancelled at the deadline. A sync step cannot be stopped: the caller
-        stops waiting at the deadline, and the thread's late result is discarded. Inside a
+        An async step is cancelled at the deadline, and so is the future of a step on an
+        executor (see :class:`Lambda`). A sync step cannot be stopped: the caller stops waiting
+        at the deadline, and the thread's late result is discarded. Inside a
         ``Parallel`` a timeout fails its step like any other error. The ``timeout`` config key
         does the same for one call (each input of a batch).
         """
@@ -319,6 +335,27 @@ class Lambda(Runnable):
 
     >>> Lambda(lambda x: x + 1).invoke(1)
     2
+
+    ``executor`` runs the function elsewhere: any object with ``submit(fn, /, *args, **kwargs)``
+    returning a ``concurrent.futures.Future`` (a ``ProcessPoolExecutor``, loky's executor, Dask's
+    ``client.get_executor()``, :class:`fastlcel.RayExecutor` for a Ray cluster). Only the call
+    ``func(input, **kwargs)`` crosses; retries, timeouts, rate and concurrency limits, the cache,
+    fallbacks, result order, ``return_exceptions`` and fail-fast stay on the caller's side. No
+    thread waits per call in flight (the future's done callback tells fastlcel), so a batch of
+    thousands adds no threads. When the caller stops waiting (a timeout, a fail-fast abort, a
+    cancelled task, Ctrl-C) fastlcel calls ``future.cancel()``: a call not started yet never
+    starts; whether a running one stops is the executor's business (``RayExecutor`` and pebble
+    kill it; ``ProcessPoolExecutor``, loky and Dask let it finish).
+
+    >>> with ProcessPoolExecutor(2) as pool:  # CPU-bound Python gains from processes only
+    ...     Lambda(parse, executor=pool).with_timeout(30).batch(documents)
+
+    ``func`` must then be a sync, non-generator function without a ``config`` parameter (the
+    config holds callbacks, which cannot cross); anything else is a ``TypeError`` at
+    construction. The function and its input must be picklable by the executor (a process pool
+    pickles with :mod:`pickle`: module-level functions; Ray, loky and Dask use cloudpickle);
+    when they are not, the call raises :class:`ExecutorError` naming the step. The function's own
+    exceptions come back as the executor delivers them, of their own class.
     """
 
     def __new__(
@@ -326,6 +363,8 @@ class Lambda(Runnable):
         func: Callable[..., Any],
         afunc: Callable[..., Awaitable[Any]] | None = None,
         name: str | None = None,
+        *,
+        executor: _Executor | None = None,
     ) -> Lambda: ...
     @property
     def func(self) -> Callable[..., Any] | None:
@@ -333,6 +372,9 @@ class Lambda(Runnable):
     @property
     def afunc(self) -> Callable[..., Awaitable[Any]] | None:
         """The async function (``None`` for a sync-only Lambda)."""
+    @property
+    def executor(self) -> _Executor | None:
+        """The executor the function runs on (``None``: here)."""
 
 @final
 class Parallel(Runnable):

@@ -40,8 +40,10 @@ class RayExecutor(concurrent.futures.Executor):
     ) -> None:
         named = {"num_cpus": num_cpus, "num_gpus": num_gpus, "resources": resources}
         self._options = {k: v for k, v in named.items() if v is not None} | options
-        # fn -> its Ray remote function: Ray exports a function once per remote function.
+        # fn -> its Ray remote function: Ray exports a function once per remote function. Kept
+        # as long as the function lives; builtins (not weakly referenceable) in a bounded dict.
         self._remote: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        self._remote_strong: dict[Any, Any] = {}
         self._lock = threading.Lock()
 
     @property
@@ -54,16 +56,21 @@ class RayExecutor(concurrent.futures.Executor):
         return _RayFuture(self._remote_function(fn).remote(*args, **kwargs))
 
     def _remote_function(self, fn: Callable[..., Any]) -> Any:
-        try:
-            remote = self._remote.get(fn)
-        except TypeError:  # not weakly referenceable (a builtin): made for each call
-            return self._make_remote(fn)
-        if remote is None:
-            with self._lock:
-                remote = self._remote.get(fn)
-                if remote is None:
-                    remote = self._remote[fn] = self._make_remote(fn)
-        return remote
+        caches: tuple[Any, ...] = (self._remote, self._remote_strong)
+        for cache in caches:
+            try:
+                remote = cache.get(fn)
+            except TypeError:  # not weakly referenceable (a builtin), or not hashable
+                continue
+            if remote is None:
+                with self._lock:
+                    remote = cache.get(fn)
+                    if remote is None:
+                        if cache is self._remote_strong and len(cache) >= 256:
+                            cache.clear()
+                        remote = cache[fn] = self._make_remote(fn)
+            return remote
+        return self._make_remote(fn)
 
     def _make_remote(self, fn: Callable[..., Any]) -> Any:
         import ray

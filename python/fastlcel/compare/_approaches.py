@@ -123,14 +123,20 @@ def default_mp_context() -> str:
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
-def _processes(wl: Workload, inputs: Sequence[int], o: Options) -> Go:
+def _process_pool(o: Options) -> Callable[[], ProcessPoolExecutor]:
+    """Makes the pool of the process approaches (inside ``go()``: start-up is timed)."""
     context = multiprocessing.get_context(o.mp_context)
     if o.mp_context == "forkserver":
         # the fork server imports the workload functions once; each worker is a fork of it
         context.set_forkserver_preload(["fastlcel.compare._workloads"])
+    return functools.partial(ProcessPoolExecutor, max_workers=o.processes, mp_context=context)
+
+
+def _processes(wl: Workload, inputs: Sequence[int], o: Options) -> Go:
+    make_pool = _process_pool(o)
 
     def go() -> list:
-        with ProcessPoolExecutor(max_workers=o.processes, mp_context=context) as pool:
+        with make_pool() as pool:
             return list(pool.map(wl.sync_fn, inputs))
 
     return go
@@ -200,6 +206,20 @@ def _lib_parallel(family: str, wl: Workload, inputs: Sequence[int], o: Options) 
     return lambda: list(runnable.invoke(None, config=config).values())
 
 
+def _fastlcel_executor(wl: Workload, inputs: Sequence[int], o: Options) -> Go:
+    """The ``def`` on the process pool, fastlcel around it (``Lambda(f, executor=pool)``)."""
+    from fastlcel import Lambda
+
+    make_pool = _process_pool(o)
+    config = _config(o)
+
+    def go() -> list:
+        with make_pool() as pool:
+            return Lambda(wl.sync_fn, executor=pool).batch(list(inputs), config=config)
+
+    return go
+
+
 def _cap(o: Options) -> str:
     return "" if o.max_concurrency is None else f", max_concurrency={o.max_concurrency}"
 
@@ -251,6 +271,16 @@ def _library_approach(family: str, suffix: str, style: str, label: Any, build: A
 
 APPROACHES += tuple(
     _library_approach(family, *spec) for family in _LIBRARIES for spec in _LIBRARY_APPROACHES
+)
+APPROACHES += (
+    Approach(
+        "fastlcel-executor",
+        "fastlcel",
+        "sync",
+        lambda o, n: f"fastlcel Lambda(executor=ProcessPoolExecutor({o.processes})).batch{_cap(o)}",
+        _fastlcel_executor,
+        processes=True,
+    ),
 )
 
 APPROACH_KEYS = tuple(a.key for a in APPROACHES)
