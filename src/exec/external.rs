@@ -40,6 +40,8 @@ pub(crate) struct Executor {
     obj: Py<PyAny>,
     /// The step, as messages name it (e.g. `Lambda(parse)`).
     step: Arc<str>,
+    /// The executor's class name, for messages.
+    class: Arc<str>,
 }
 
 /// One call: what `submit` was given, kept to explain a failure.
@@ -48,8 +50,7 @@ struct Call {
     input: Py<PyAny>,
     kwargs: Option<Py<PyDict>>,
     step: Arc<str>,
-    /// The executor's class name.
-    executor: String,
+    executor: Arc<str>,
 }
 
 impl Executor {
@@ -70,11 +71,16 @@ impl Executor {
         Ok(Self {
             obj: obj.clone().unbind(),
             step: step.into(),
+            class: type_name(obj).into(),
         })
     }
 
     pub(crate) fn object(&self) -> &Py<PyAny> {
         &self.obj
+    }
+
+    pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.obj)
     }
 
     /// `func(input, **kwargs)` on the executor, waited for `mode`'s way.
@@ -139,7 +145,7 @@ impl Executor {
             input: input.clone_ref(py),
             kwargs,
             step: Arc::clone(&self.step),
-            executor: type_name(self.obj.bind(py)),
+            executor: Arc::clone(&self.class),
         }
     }
 
@@ -183,12 +189,6 @@ impl Executor {
         )?;
         add_done_callback(&future, settle.as_any(), &call)?;
         Ok((awaitable, guard))
-    }
-}
-
-impl Executor {
-    pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.obj)
     }
 }
 

@@ -296,3 +296,51 @@ pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     bridge::init_pymodule(m)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KINDS: [Kind; 5] = [
+        Kind::Inline,
+        Kind::Blocking,
+        Kind::Async,
+        Kind::LoopOnly,
+        Kind::External,
+    ];
+
+    #[test]
+    fn a_composite_with_an_external_part_is_external() {
+        for kind in KINDS {
+            assert_eq!(Kind::of_all([kind, Kind::External]), Kind::External);
+            assert_eq!(Kind::of_all([Kind::External, kind]), Kind::External);
+            assert_eq!(Kind::awaited_around([kind, Kind::External]), Kind::External);
+        }
+        assert_eq!(Kind::of_all([Kind::Blocking, Kind::LoopOnly]), Kind::Async);
+        assert_eq!(Kind::of_all([Kind::Inline, Kind::Blocking]), Kind::Blocking);
+        assert_eq!(Kind::of_all([]), Kind::Inline);
+        assert_eq!(Kind::awaited_around([Kind::Blocking]), Kind::Async);
+        assert_eq!(Kind::awaited_around([]), Kind::Async);
+    }
+
+    #[test]
+    fn an_external_step_runs_where_it_is_called() {
+        assert_eq!(
+            place(Kind::External, Caller::Thread),
+            Place::Here(Caller::Thread)
+        );
+        assert_eq!(
+            place(Kind::External, Caller::Loop),
+            Place::Here(Caller::Loop)
+        );
+    }
+
+    #[test]
+    fn a_thread_sends_external_and_async_only_steps_among_others_to_a_loop() {
+        let on_loop: Vec<Kind> = KINDS
+            .into_iter()
+            .filter(|&k| on_loop_among_others(k))
+            .collect();
+        assert_eq!(on_loop, [Kind::LoopOnly, Kind::External]);
+    }
+}
