@@ -42,11 +42,17 @@ from remote import (
     threads_now,
 )
 
+# forkserver where there is one (this process has threads: fork could deadlock), else spawn
+START = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(START))
+
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[ProcessPoolExecutor]:
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(2, mp_context=context) as pool:
+    with process_pool(2) as pool:
         yield pool
 
 
@@ -146,8 +152,7 @@ class TestOnAProcessPool:
             Lambda(inc, executor=pool).invoke(threading.Lock())
 
     def test_a_broken_pool_is_the_steps_error_and_stays_clear(self) -> None:
-        context = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(1, mp_context=context) as broken:
+        with process_pool(1) as broken:
             with pytest.raises(ExecutorError, match=r"^Lambda\(die\): its executor .* is broken"):
                 Lambda(die, executor=broken).invoke(1)
             for _ in range(2):  # later calls: the same clear error, at once
@@ -158,7 +163,7 @@ class TestOnAProcessPool:
                 run_async(lambda: Lambda(inc, executor=broken).abatch([1, 2]))
 
     def test_a_shut_down_pool_refuses_the_call(self) -> None:
-        stopped = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver"))
+        stopped = process_pool(1)
         stopped.shutdown()
         with pytest.raises(ExecutorError, match=r"^Lambda\(inc\): its executor .* refused"):
             Lambda(inc, executor=stopped).invoke(1)
