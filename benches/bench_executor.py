@@ -8,8 +8,9 @@ The timing machinery and the table are bench_core.py's (see its docstring and be
 every contender must return the same result, is warmed up, then sampled round-robin; the table
 shows the median time of ONE batch and the ratio peer time / fastlcel time (0.95x: fastlcel 5%
 slower). The pools are made once, outside the timing. Ray cases run when ``ray`` is importable
-(a local cluster, ``ray.init(num_cpus=2)``). Under the table, the peak OS threads of this process
-during one batch of 1,000 items.
+(a local cluster, ``ray.init(num_cpus=2)``). Under the table: the CPU time this process spends on
+one batch of 1,000 trivial items (the per-item overhead, which other processes' load barely
+moves, unlike wall times), and its peak OS threads during one such batch.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import argparse
 import asyncio
 import faulthandler
 import functools
+import gc
 import multiprocessing
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -128,11 +131,55 @@ def case_trivial(title: str, executor: Any, peers: list[Contender], number: str)
     )
 
 
+async def run_in_executor(pool: Executor) -> list[int]:
+    """asyncio's own way to await a pool: a wrapped future per call, gathered."""
+    loop = asyncio.get_running_loop()
+    return await asyncio.gather(*(loop.run_in_executor(pool, inc, x) for x in range(TRIVIAL_ITEMS)))
+
+
+async def await_refs(remote_fn: Any) -> list[int]:
+    """Ray's asyncio way: its object refs are awaitable."""
+    return await asyncio.gather(*(remote_fn.remote(x) for x in range(TRIVIAL_ITEMS)))
+
+
 def ray_futures(remote_fn: Any) -> list[int]:
     """A Ray future per task, as any per-call future needs: Ray's completion callback per task
     (``ObjectRef.future()``), the floor under ``RayExecutor``."""
     futures = [remote_fn.remote(x).future() for x in range(TRIVIAL_ITEMS)]
     return [future.result() for future in futures]
+
+
+def driver_cpu(ops: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+    """Median CPU seconds of this process (all its threads) per call of each op, interleaved."""
+    samples: dict[str, list[float]] = {label: [] for label in ops}
+    for _ in range(rounds):
+        for label, op in ops.items():
+            gc.collect()
+            started = time.process_time()
+            op()
+            samples[label].append(time.process_time() - started)
+    return {label: statistics.median(values) for label, values in samples.items()}
+
+
+def cpu_report(
+    executors: dict[str, Any], peers: dict[str, dict[str, Callable[[], Any]]], rounds: int
+) -> list[str]:
+    """``peers``: executor name -> {label: a batch of the same items with its own API}."""
+    items = list(range(TRIVIAL_ITEMS))
+    lines = [
+        f"CPU time of this process per batch of {TRIVIAL_ITEMS:,} trivial items "
+        f"(median of {rounds}; other processes' load barely moves it):"
+    ]
+    for name, executor in executors.items():
+        step = Lambda(inc, executor=executor)
+        ops = {
+            "fastlcel Lambda(executor=...).batch": _bound(step.batch, items),
+            "fastlcel Lambda(executor=...).abatch": lambda s=step: asyncio.run(s.abatch(items)),
+            **peers[name],
+        }
+        for label, seconds in driver_cpu(ops, rounds).items():
+            lines.append(f"  {name:<26} {label:<51} {seconds * 1000:.0f} ms")
+    return lines
 
 
 def threads_added(op: Callable[[], Any]) -> tuple[int | None, int | None]:
@@ -180,7 +227,12 @@ def build_cases(pool: ProcessPoolExecutor, processes: int, ray: Any) -> list[Cas
                     "ProcessPoolExecutor.map, same pool",
                     lambda: list(pool.map(inc, range(TRIVIAL_ITEMS))),
                     min_ratio=1 / 1.3,
-                )
+                ),
+                Contender(
+                    "asyncio.gather of loop.run_in_executor(pool, ...)",
+                    functools.partial(run_in_executor, pool),
+                    is_async=True,
+                ),
             ],
             "2",
         ),
@@ -200,6 +252,11 @@ def build_cases(pool: ProcessPoolExecutor, processes: int, ray: Any) -> list[Cas
                     Contender(
                         "f.remote(x).future() each, then wait (Ray's callbacks)",
                         functools.partial(ray_futures, remote_inc),
+                    ),
+                    Contender(
+                        "asyncio.gather of the refs (await ref)",
+                        functools.partial(await_refs, remote_inc),
+                        is_async=True,
                     ),
                 ],
                 "3",
@@ -243,6 +300,23 @@ def main(argv: list[str] | None = None) -> int:
             if ray is not None:
                 executors[f"RayExecutor (num_cpus={processes})"] = RayExecutor()
             threads = [] if FASTLCEL_IMPORT_ERROR else threads_report(executors)
+            peers: dict[str, dict[str, Callable[[], Any]]] = {
+                f"ProcessPoolExecutor({processes})": {
+                    "pool.map": lambda: list(pool.map(inc, range(TRIVIAL_ITEMS)))
+                }
+            }
+            if ray is not None:
+                remote_inc = ray.remote(inc)
+                peers[f"RayExecutor (num_cpus={processes})"] = {
+                    "ray.get([f.remote(x) for x in xs])": lambda: ray.get(
+                        [remote_inc.remote(x) for x in range(TRIVIAL_ITEMS)]
+                    ),
+                    "f.remote(x).future() each, then wait": functools.partial(
+                        ray_futures, remote_inc
+                    ),
+                }
+            rounds = 3 if args.quick else 9
+            cpu = [] if FASTLCEL_IMPORT_ERROR else cpu_report(executors, peers, rounds)
             cases = build_cases(pool, processes, ray)
             if args.only:
                 cases = [case for case in cases if args.only.lower() in case.title.lower()]
@@ -255,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         if ray is not None:
             ray.shutdown()
     report(cases, meta, wall, others, args.json)
-    print("\n".join(threads))
+    print("\n".join(cpu + threads))
     return 0
 
 
