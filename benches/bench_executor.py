@@ -168,7 +168,7 @@ def cpu_report(
     items = list(range(TRIVIAL_ITEMS))
     lines = [
         f"CPU time of this process per batch of {TRIVIAL_ITEMS:,} trivial items "
-        f"(median of {rounds}; other processes' load barely moves it):"
+        f"(median of {rounds}):"
     ]
     for name, executor in executors.items():
         step = Lambda(inc, executor=executor)
