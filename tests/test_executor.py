@@ -299,9 +299,12 @@ class TestCallersSide:
 
     @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/task")
     @pytest.mark.parametrize("method", ["batch", "abatch"])
-    def test_a_batch_of_1000_adds_no_thread_per_item(self, method: str) -> None:
+    @pytest.mark.parametrize("wrapped", [False, True], ids=["bare", "with_retry.with_timeout"])
+    def test_a_batch_of_1000_adds_no_thread_per_item(self, method: str, wrapped: bool) -> None:
         with ThreadPoolExecutor(1) as one_thread:
             step = Lambda(threads_now, executor=one_thread)
+            if wrapped:  # wrappers stay on the caller's side, and wait without threads too
+                step = step.with_retry().with_timeout(30)
             step.batch([0])  # starts fastlcel's event loop and the executor's thread
             run_async(lambda: step.abatch([0]))
             before = os_threads()

@@ -35,6 +35,7 @@ def test_import_fastlcel_does_not_import_ray(tmp_path) -> None:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     ray = pytest.importorskip("ray")
     # A throwaway local cluster: no token written to ~/.ray (the children inherit this).
+    auth_mode = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"
     context = ray.init(
         num_cpus=2,
@@ -46,7 +47,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     )
     yield context
     ray.shutdown()
-    del os.environ["RAY_AUTH_MODE"]
+    if auth_mode is None:
+        del os.environ["RAY_AUTH_MODE"]
+    else:
+        os.environ["RAY_AUTH_MODE"] = auth_mode
 
 
 @pytest.fixture
