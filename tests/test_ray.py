@@ -6,6 +6,7 @@ but for the lazy import."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,16 +20,26 @@ from remote import StepError, fail, fail_on_odd, inc, pid, sleep_then
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_import_fastlcel_does_not_import_ray(tmp_path) -> None:
+def test_ray_is_imported_on_first_use_only(tmp_path) -> None:
     child = Child(
         """
-        import sys, fastlcel
-        print(repr(fastlcel.RayExecutor(num_cpus=1)), "ray" in sys.modules)
+        import importlib.util, sys, fastlcel
+        print("ray" in sys.modules)
+        if importlib.util.find_spec("ray"):
+            print(repr(fastlcel.RayExecutor(num_cpus=1)), "ray" in sys.modules)
+        else:
+            print("RayExecutor(num_cpus=1) False")
         """,
         tmp_path,
     )
     returncode, out, err, _ = child.finish(timeout=30)
-    assert (returncode, out.strip()) == (0, "RayExecutor(num_cpus=1) False"), err
+    assert (returncode, out.split("\n")[:2]) == (0, ["False", "RayExecutor(num_cpus=1) False"]), err
+
+
+def test_without_ray_the_executor_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r"pip install 'fastlcel\[ray\]'"):
+        RayExecutor()
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ force=True)``. ``ray`` is imported on first use, never by ``import fastlcel``.
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
 import threading
 import weakref
 from collections.abc import Callable, Mapping
@@ -38,6 +39,8 @@ class RayExecutor(concurrent.futures.Executor):
         resources: Mapping[str, float] | None = None,
         **options: Any,
     ) -> None:
+        if importlib.util.find_spec("ray") is None:  # found without importing it
+            raise ImportError("fastlcel.RayExecutor needs Ray: pip install 'fastlcel[ray]'")
         named = {"num_cpus": num_cpus, "num_gpus": num_gpus, "resources": resources}
         self._options = {k: v for k, v in named.items() if v is not None} | options
         # fn -> its Ray remote function: Ray exports a function once per remote function. Kept
