@@ -1,0 +1,144 @@
+"""Tracing and callbacks: every fastlcel runnable opens and closes its run through langchain_core's
+callback managers, exactly where langchain_core's runnables open theirs. Each scenario runs on
+both libraries with a recording tracer; the run trees must match (names, run types, tags,
+metadata, inputs, outputs, errors, parent and children)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import ModuleType
+from typing import Any
+
+import pytest
+from langchain_core.runnables import RunnableConfig
+from runtrees import CALLS, record, render
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def add_one(x: int) -> int:
+    return x + 1
+
+
+async def aadd_one(x: int) -> int:
+    await asyncio.sleep(0)
+    return x + 1
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def fails(x: Any) -> Any:
+    raise ValueError(f"no {x}")
+
+
+def words(chunks: Any):
+    for chunk in chunks:
+        yield from str(chunk).split()
+
+
+async def awords(chunks: Any):
+    async for chunk in chunks:
+        for word in str(chunk).split():
+            yield word
+
+
+def sees_config(x: Any, config: RunnableConfig) -> Any:
+    return [x, sorted(config.get("tags") or [])]
+
+
+# name -> (builder of the program from a library's namespace, input)
+PROGRAMS: dict[str, tuple[Any, Any]] = {
+    "lambda": (lambda lc: lc.RunnableLambda(add_one), 1),
+    "lambda of a lambda expression": (lambda lc: lc.RunnableLambda(lambda x: x * 3), 1),
+    "async lambda with a sync twin": (lambda lc: lc.RunnableLambda(add_one, afunc=aadd_one), 1),
+    "sequence": (lambda lc: lc.RunnableLambda(add_one) | double | add_one, 1),
+    "parallel": (lambda lc: lc.RunnableParallel(a=add_one, b=double, c=lambda x: x), 2),
+    "nested parallel in a sequence": (
+        lambda lc: lc.RunnableLambda(add_one) | {"x": double, "y": {"z": add_one}},
+        1,
+    ),
+    "rag shape": (
+        lambda lc: (
+            lc.RunnableParallel(context=double, question=lc.RunnablePassthrough())
+            | (lambda d: f"{d['question']}:{d['context']}")
+        ),
+        3,
+    ),
+    "assign": (lambda lc: lc.RunnablePassthrough.assign(b=lambda d: d["a"] * 2), {"a": 1}),
+    "pick": (lambda lc: lc.RunnableParallel(a=add_one, b=double).pick("a"), 1),
+    "pick many": (lambda lc: lc.RunnableParallel(a=add_one, b=double).pick(["a", "b"]), 1),
+    "passthrough": (lambda lc: lc.RunnablePassthrough(), 5),
+    "branch": (
+        lambda lc: lc.RunnableBranch(
+            (lambda x: x > 5, double), (lambda x: x > 0, add_one), lambda x: -x
+        ),
+        1,
+    ),
+    "branch default": (lambda lc: lc.RunnableBranch((lambda x: x > 5, double), add_one), 1),
+    "with_config": (
+        lambda lc: lc.RunnableLambda(add_one).with_config(
+            run_name="named", tags=["t"], metadata={"m": 1}
+        ),
+        1,
+    ),
+    "bind": (lambda lc: lc.RunnableLambda(lambda x, k=0: x + k).bind(k=10), 1),
+    "config parameter": (lambda lc: lc.RunnableLambda(sees_config), 1),
+    "retry, no failure": (lambda lc: lc.RunnableLambda(add_one).with_retry(), 1),
+    "fallbacks": (
+        lambda lc: lc.RunnableLambda(fails).with_fallbacks([lc.RunnableLambda(add_one)]),
+        1,
+    ),
+    "failing step": (lambda lc: lc.RunnableLambda(add_one) | fails, 1),
+    "failing parallel step": (lambda lc: lc.RunnableParallel(a=add_one, b=fails), 1),
+    "generator": (lambda lc: lc.RunnableGenerator(words, awords), "a b c"),
+    "generator in a sequence": (
+        lambda lc: lc.RunnableLambda(str) | lc.RunnableGenerator(words, awords),
+        12,
+    ),
+    "router": (lambda lc: lc.RunnableLambda(lambda x: lc.RunnableLambda(double)), 4),
+}
+
+# Where fastlcel deliberately differs (README, "Differences from langchain_core"):
+DIFFERENT = {
+    # Fail fast: a batch stops at the first failure, so the other item's runs never start (or
+    # are cancelled), and a Parallel's sibling steps stop; langchain_core runs them to their end.
+    *(
+        (failing, how)
+        for failing in ("failing step", "failing parallel step")
+        for how in ("batch", "abatch", "batch_as_completed", "abatch_as_completed")
+    ),
+    ("failing parallel step", "stream"),
+    ("failing parallel step", "astream"),
+    # langchain_core's RunnableRetry inherits batch_as_completed from RunnableBinding, which
+    # calls the bound runnable without retrying it; fastlcel retries each input as in batch.
+    ("retry, no failure", "batch_as_completed"),
+    ("retry, no failure", "abatch_as_completed"),
+}
+
+
+@pytest.mark.parametrize("how", list(CALLS))
+@pytest.mark.parametrize("name", list(PROGRAMS))
+def test_run_trees_match_langchain_core(name: str, how: str) -> None:
+    if (name, how) in DIFFERENT:
+        pytest.skip("a deliberate difference")
+    import fastlcel
+    from langchain_core import runnables as lc
+
+    build, x = PROGRAMS[name]
+    theirs = record(build(lc), x, how)
+    ours = record(build(fastlcel), x, how)
+    if how in ("stream", "astream") and isinstance(theirs[0], list):
+        # Concurrent steps' chunks come in the order they are made.
+        assert sorted(map(repr, ours[0])) == sorted(map(repr, theirs[0]))
+    else:
+        assert ours[0] == theirs[0]
+    assert ours[1] == theirs[1], "\n\nfastlcel:\n{}\n\nlangchain_core:\n{}".format(
+        "\n".join(render(t) for t in ours[1]), "\n".join(render(t) for t in theirs[1])
+    )
+
+
+def test_nothing_is_recorded_without_callbacks(lcel: ModuleType) -> None:
+    chain = lcel.RunnableLambda(add_one) | {"a": double}
+    assert chain.invoke(1) == {"a": 4}
