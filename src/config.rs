@@ -350,6 +350,14 @@ fn merge_callbacks<'py>(
     }
 }
 
+/// `config["run_id"]` if `config` is a dict that sets one.
+fn run_id_of<'py>(config: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    match config.cast::<PyDict>() {
+        Ok(dict) => Ok(dict.get_item("run_id")?.filter(|v| !v.is_none())),
+        Err(_) => Ok(None),
+    }
+}
+
 /// A config value as `ensure_config` copies it: lists and dicts are copied.
 fn copied<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     if let Ok(list) = value.cast::<PyList>() {
@@ -368,12 +376,19 @@ pub(crate) enum BatchConfig {
 }
 
 impl BatchConfig {
-    pub(crate) fn parse(config: Option<&Bound<'_, PyAny>>, n: usize) -> PyResult<Self> {
+    /// The configs of a batch of `n` inputs, each as an outermost call's (see
+    /// [`RunConfig::for_call`]). A `run_id` in a shared config names the first input's run only,
+    /// with langchain_core's warning.
+    pub(crate) fn parse(
+        py: Python<'_>,
+        config: Option<&Bound<'_, PyAny>>,
+        n: usize,
+    ) -> PyResult<Self> {
         match config {
             Some(c) if c.is_instance_of::<PyList>() || c.is_instance_of::<PyTuple>() => {
                 let configs = c
                     .try_iter()?
-                    .map(|item| RunConfig::parse(Some(&item?)).map(Arc::new))
+                    .map(|item| RunConfig::for_call(py, Some(&item?)).map(Arc::new))
                     .collect::<PyResult<Vec<_>>>()?;
                 if configs.len() != n {
                     return Err(value_error(format!(
@@ -383,7 +398,23 @@ impl BatchConfig {
                 }
                 Ok(Self::PerInput(configs))
             }
-            other => Ok(Self::Shared(Arc::new(RunConfig::parse(other)?))),
+            Some(c) if n > 1 && run_id_of(c)?.is_some() => {
+                PyErr::warn(
+                    py,
+                    &py.get_type::<pyo3::exceptions::PyRuntimeWarning>(),
+                    c"Provided run_id be used only for the first element of the batch.",
+                    3,
+                )?;
+                let first = Arc::new(RunConfig::for_call(py, Some(c))?);
+                let rest = c.cast::<PyDict>()?.copy()?;
+                rest.del_item("run_id")?;
+                let rest = Arc::new(RunConfig::for_call(py, Some(rest.as_any()))?);
+                let configs = std::iter::once(first)
+                    .chain((1..n).map(|_| Arc::clone(&rest)))
+                    .collect();
+                Ok(Self::PerInput(configs))
+            }
+            other => Ok(Self::Shared(Arc::new(RunConfig::for_call(py, other)?))),
         }
     }
 

@@ -142,3 +142,122 @@ def test_run_trees_match_langchain_core(name: str, how: str) -> None:
 def test_nothing_is_recorded_without_callbacks(lcel: ModuleType) -> None:
     chain = lcel.RunnableLambda(add_one) | {"a": double}
     assert chain.invoke(1) == {"a": 4}
+
+
+# ------------------------------------------------------------- runs inherited through the context
+
+
+def test_config_less_calls_inside_a_step_nest_under_its_run(lcel: ModuleType) -> None:
+    """A langchain_core runnable called without a config inside a step (langchain_core's child
+    config context variable) is a child of that step's run."""
+    from langchain_core import runnables as lc
+
+    inner = lc.RunnableLambda(double, name="inner")
+
+    def outer(x: int) -> int:
+        return inner.invoke(x) + 1
+
+    async def aouter(x: int) -> int:
+        return await inner.ainvoke(x) + 1
+
+    for how in ("invoke", "ainvoke", "stream"):
+        program = lcel.RunnableLambda(outer, afunc=aouter, name="outer") | add_one
+        _, runs = record(program, 3, how)
+        (sequence,) = runs
+        outer_run = next(child for child in sequence[-1] if child[0] == "outer")
+        assert [child[0] for child in outer_run[-1]] == ["inner"], how
+
+
+def test_dispatch_custom_event_inside_a_step(lcel: ModuleType) -> None:
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.callbacks.manager import dispatch_custom_event
+
+    seen: list[tuple[str, Any]] = []
+
+    class Custom(BaseCallbackHandler):
+        def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+            seen.append((name, data))
+
+    def step(x: int) -> int:
+        dispatch_custom_event("progress", {"x": x})
+        return x
+
+    lcel.RunnableLambda(step).invoke(5, {"callbacks": [Custom()]})
+    assert seen == [("progress", {"x": 5})]
+
+
+def test_a_fastlcel_chain_called_inside_a_langchain_step_nests_under_it() -> None:
+    import fastlcel
+    from langchain_core import runnables as lc
+
+    chain = fastlcel.Lambda(add_one, name="fast") | double
+
+    def outer(x: int) -> int:
+        return chain.invoke(x)  # no config: inherited from the langchain step's context
+
+    _, runs = record(lc.RunnableLambda(outer, name="outer"), 1, "invoke")
+    ((name, *_, children),) = runs
+    assert name == "outer"
+    assert [child[0] for child in children] == ["RunnableSequence"]
+    assert [grandchild[0] for grandchild in children[0][-1]] == ["double", "fast"]
+
+
+# ----------------------------------------------------------------------- run ids and run names
+
+
+def test_run_id_and_run_name_name_the_outermost_run_only(lcel: ModuleType) -> None:
+    from uuid import uuid4
+
+    from langchain_core.tracers.run_collector import RunCollectorCallbackHandler
+
+    run_id = uuid4()
+    collector = RunCollectorCallbackHandler()
+    chain = lcel.RunnableLambda(add_one) | double
+    config = {"callbacks": [collector], "run_id": run_id, "run_name": "mine"}
+    assert chain.invoke(1, config) == 4
+    (root,) = collector.traced_runs
+    assert (root.id, root.name) == (run_id, "mine")
+    assert [child.name for child in root.child_runs] == ["add_one", "double"]
+    assert run_id not in [child.id for child in root.child_runs]
+
+
+def test_a_batch_gives_run_id_to_its_first_input_with_langchains_warning(lcel: ModuleType) -> None:
+    from uuid import uuid4
+
+    from langchain_core.tracers.run_collector import RunCollectorCallbackHandler
+
+    run_id = uuid4()
+    collector = RunCollectorCallbackHandler()
+    with pytest.warns(RuntimeWarning, match="run_id be used only for the first element"):
+        lcel.RunnableLambda(add_one).batch([1, 2], {"callbacks": [collector], "run_id": run_id})
+    ids = sorted(run.id == run_id for run in collector.traced_runs)
+    assert ids == [False, True]
+
+
+# --------------------------------------------------------------- tracing enabled around the call
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "batch", "stream"])
+def test_collect_runs_sees_every_run(lcel: ModuleType, how: str) -> None:
+    from langchain_core.tracers.context import collect_runs
+
+    chain = lcel.RunnableLambda(add_one) | {"a": double, "b": add_one}
+    with collect_runs() as collector:
+        CALLS[how](chain, 1, {})
+    counts = sorted(len(list(_walk(run))) for run in collector.traced_runs)
+    assert counts == ([5, 5] if how == "batch" else [5])
+
+
+def _walk(run: Any) -> Any:
+    yield run
+    for child in run.child_runs:
+        yield from _walk(child)
+
+
+def test_nothing_is_traced_when_nothing_is_configured(lcel: ModuleType) -> None:
+    """No handler, no tracing: calls open no run (langchain_core's managers are not even built)."""
+    import fastlcel
+
+    chain = fastlcel.Lambda(add_one) | {"a": double}
+    assert chain.invoke(1) == {"a": 4}
+    assert chain.batch([1]) == [{"a": 4}]

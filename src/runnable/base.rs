@@ -637,7 +637,7 @@ fn batch_calls(
     batched: bool,
 ) -> PyResult<(Calls, FanOpts)> {
     let inputs = collect_inputs(inputs)?;
-    let configs = BatchConfig::parse(config, inputs.len())?;
+    let configs = BatchConfig::parse(slf.py(), config, inputs.len())?;
     let opts = FanOpts {
         max_concurrency: configs.max_concurrency(),
         return_exceptions,
