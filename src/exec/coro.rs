@@ -57,11 +57,12 @@ thread_local! {
 }
 
 /// Polls `fut` once with `io` as this thread's exchange (the previous one restored after). A
-/// panic inside becomes a `PanicError`.
+/// panic inside becomes a `PanicError`. The poll holds off interpreter exit (see `pool`).
 fn poll_with<F: Future + ?Sized>(
     fut: Pin<&mut F>,
     io: Option<Io>,
 ) -> PyResult<(Poll<F::Output>, Option<Io>)> {
+    let _in_flight = super::pool::hold_off_exit();
     let saved = IO.with(|cell| cell.replace(io));
     let poll = catch_unwind(AssertUnwindSafe(|| {
         fut.poll(&mut TaskContext::from_waker(Waker::noop()))
