@@ -70,10 +70,16 @@ impl FallbacksNode {
 }
 
 /// An invoked attempt's arguments, as langchain_core's RunnableWithFallbacks gives them: the
-/// caller's own config (its runs are not children of the fallbacks run), except in a batch,
-/// where each attempt is a child of the item's run.
+/// caller's own config, read over the run's child config (`ensure_config` under
+/// `set_config_context(child_config)`). So an attempt is a child of the fallbacks run unless the
+/// caller's config names callbacks, and in a batch, where each attempt is a child of the item's
+/// run.
 fn attempt_args(py: Python<'_>, args: &Args) -> PyResult<Args> {
-    let mut attempt = if args.batched {
+    let callers_callbacks = args
+        .config
+        .get(py, "callbacks")?
+        .is_some_and(|c| !c.is_none());
+    let mut attempt = if args.batched || !callers_callbacks {
         args.child(py, None)?
     } else {
         args.config_only()
