@@ -263,3 +263,45 @@ def test_a_run_id_given_in_the_config_is_the_posted_root_run(server: Server) -> 
     client.flush()
     roots = [run for run in server.take() if not run.get("parent_run_id")]
     assert [run["id"] for run in roots] == [str(run_id)]
+
+
+ENV_SCRIPT = """
+import sys
+if sys.argv[1] == "fastlcel":
+    import fastlcel as lib  # the program imports nothing of langchain's
+else:
+    from langchain_core import runnables as lib
+chain = lib.RunnableLambda(lambda x: x + 1) | {"a": lambda x: 2 * x, "b": lib.RunnablePassthrough()}
+print(chain.invoke(1))
+"""  # the LangSmith client sends what it holds at exit
+
+
+def test_tracing_enabled_by_environment_posts_the_same_runs(server: Server, tmp_path: Any) -> None:
+    """LANGSMITH_TRACING=true, as most users turn tracing on, in a fresh process: a program
+    that swapped its only langchain import for fastlcel's is traced as before."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "LANGSMITH_TRACING": "true",
+        "LANGSMITH_ENDPOINT": server.url,
+        "LANGSMITH_API_KEY": "test",
+        "LANGSMITH_PROJECT": "fastlcel-tests",
+    }
+    posted = {}
+    for lib in ("langchain_core", "fastlcel"):
+        done = subprocess.run(
+            [sys.executable, "-c", ENV_SCRIPT, lib],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "{'a': 4, 'b': 2}"
+        posted[lib] = trees(server.take())
+    assert posted["fastlcel"] == posted["langchain_core"]
+    assert len(posted["fastlcel"]) == 1

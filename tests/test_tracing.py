@@ -6,6 +6,7 @@ metadata, inputs, outputs, errors, parent and children)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from types import ModuleType
 from typing import Any
 
@@ -261,3 +262,113 @@ def test_nothing_is_traced_when_nothing_is_configured(lcel: ModuleType) -> None:
     chain = fastlcel.Lambda(add_one) | {"a": double}
     assert chain.invoke(1) == {"a": 4}
     assert chain.batch([1]) == [{"a": 4}]
+
+
+# ---------------------------------------------------------------------------- the bridged loop
+
+
+def test_async_steps_called_from_sync_code_trace_as_langchain_core_awaits_them() -> None:
+    """An async-only step reached from `invoke` runs on the bridged loop; its runs (and a
+    config-less langchain_core call inside it) are those of langchain_core's `ainvoke`."""
+    import fastlcel
+    from langchain_core import runnables as lc
+
+    inner = lc.RunnableLambda(double, name="inner")
+
+    async def outer(x: int) -> int:
+        await asyncio.sleep(0)
+        return await inner.ainvoke(x) + 1
+
+    def build(lib: ModuleType) -> Any:
+        return lib.RunnableLambda(add_one) | {"a": outer, "b": lib.RunnableLambda(outer)}
+
+    theirs = record(build(lc), 1, "ainvoke")
+    ours = record(build(fastlcel), 1, "invoke")
+    assert ours == theirs
+    (sequence,) = ours[1]
+    assert "inner" in render(sequence)
+
+
+# ------------------------------------------------------------------- without langchain_core
+
+
+def test_without_langchain_core_fastlcel_runs_untraced(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["langchain_core"] = None  # as if it were not installed
+        import asyncio
+        from fastlcel import Lambda
+        chain = Lambda(lambda x: x + 1) | {"a": lambda x: x * 2}
+        assert chain.invoke(1) == {"a": 4}
+        assert asyncio.run(chain.ainvoke(1)) == {"a": 4}
+        assert list(chain.stream(1)) == [{"a": 4}]
+        assert chain.batch([1, 2], {"callbacks": []}) == [{"a": 4}, {"a": 6}]
+        print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+    assert "langchain" not in done.stderr
+
+
+# ------------------------------------------------------------------- calls that are cancelled
+
+
+async def asleeps(x: Any) -> Any:
+    await asyncio.sleep(5)
+    return x
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke"])
+@pytest.mark.parametrize("handlers", ["inline", "executor"])
+def test_every_run_started_ends_when_fail_fast_cancels_its_call(how: str, handlers: str) -> None:
+    """A sibling cancelled by fail-fast (while its run opens, runs or ends) ends its run with
+    the cancellation: no handler sees a run start without its end."""
+    import fastlcel
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.tracers.run_collector import RunCollectorCallbackHandler
+
+    class Plain(BaseCallbackHandler):  # run by langchain_core in an executor from a loop
+        pass
+
+    for _ in range(10):
+        collector = RunCollectorCallbackHandler()
+        callbacks = [collector] if handlers == "inline" else [collector, Plain()]
+        chain = fastlcel.Parallel(a=fails, b=asleeps, c=fastlcel.Lambda(asleeps) | add_one)
+        with pytest.raises(ValueError, match="no 1"):
+            CALLS[how](chain, 1, {"callbacks": callbacks})
+        _wait_for_ends(collector)
+        (parallel,) = collector.traced_runs
+        for run in _walk(parallel):
+            assert run.end_time is not None
+            if run.name in ("asleeps", "RunnableSequence"):
+                assert "CancelledError" in run.error
+
+
+def test_a_timeout_ends_the_runs_it_cancels() -> None:
+    import fastlcel
+    from langchain_core.tracers.run_collector import RunCollectorCallbackHandler
+
+    collector = RunCollectorCallbackHandler()
+    chain = fastlcel.Lambda(asleeps).with_timeout(0.05) | add_one
+    with pytest.raises(TimeoutError):
+        chain.invoke(1, {"callbacks": [collector]})
+    _wait_for_ends(collector)
+    (sequence,) = collector.traced_runs
+    assert all(run.end_time is not None for run in _walk(sequence))
+
+
+def _wait_for_ends(collector: Any) -> None:
+    """Cancelled steps end their runs as they unwind, on their own loop, shortly after."""
+    deadline = time.monotonic() + 5
+    while collector.run_map and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not collector.run_map, "runs left open"

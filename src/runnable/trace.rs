@@ -4,8 +4,9 @@
 //!
 //! Every run goes through langchain_core's own callback managers, so every handler works. When
 //! nothing is configured (no callbacks in the config, no tracing in the environment or context,
-//! no parent runnable's config inherited), a call costs one check and opens nothing; without
-//! langchain_core imported, nothing at all.
+//! no parent runnable's config inherited), a call costs one check and opens nothing. fastlcel
+//! imports langchain_core only where tracing may be on without the program having imported it
+//! (langsmith's environment variables).
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use parking_lot::Mutex;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyCFunction, PyDict, PyList, PyString};
 
 use super::{Args, Node};
 use crate::config::RunConfig;
@@ -25,7 +26,7 @@ use crate::exec::stream::{
 };
 use crate::exec::Caller;
 
-/// `sys.modules[name]`, if the user imported it (fastlcel never imports langchain_core).
+/// `sys.modules[name]`, if the program imported it.
 fn loaded<'py>(py: Python<'py>, name: &str) -> Option<Bound<'py, PyAny>> {
     static MODULES: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
     let modules = MODULES
@@ -75,10 +76,44 @@ pub(crate) fn inherited_config(py: Python<'_>) -> PyResult<Option<Bound<'_, PyDi
 /// parent), or a configure hook (`collect_runs`...). langchain_core's `_configure` adds a
 /// handler for each of these.
 pub(crate) fn ambient(py: Python<'_>) -> PyResult<bool> {
-    if loaded(py, "langchain_core.tracers.context").is_none() {
+    if debug(py)? {
+        return Ok(true);
+    }
+    if loaded(py, "langchain_core.tracers.context").is_none() && !import_tracing_context(py) {
         return Ok(false);
     }
-    Ok(debug(py)? || hooks(py)? || tracing_v2(py)?)
+    Ok(hooks(py)? || tracing_v2(py)?)
+}
+
+/// Imports langchain_core's tracing context (as langchain_core's first traced call does) when
+/// tracing could be on although it was never imported: langsmith was imported (its
+/// `tracing_context`, `configure`, a `@traceable` parent), or one of langsmith's environment
+/// variables names tracing (read once, as langsmith reads them). Whether that turns tracing on
+/// is langchain_core's to say. False when langchain_core is not installed.
+fn import_tracing_context(py: Python<'_>) -> bool {
+    static ENVIRONMENT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    static MISSING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let wanted = loaded(py, "langsmith").is_some()
+        || *ENVIRONMENT.get_or_init(|| {
+            [
+                "LANGSMITH_TRACING_V2",
+                "LANGCHAIN_TRACING_V2",
+                "LANGSMITH_TRACING",
+                "LANGCHAIN_TRACING",
+            ]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
+        });
+    if !wanted || MISSING.load(std::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
+    match py.import("langchain_core.tracers.context") {
+        Ok(_) => true,
+        Err(_) => {
+            MISSING.store(true, std::sync::atomic::Ordering::Relaxed);
+            false
+        }
+    }
 }
 
 fn debug(py: Python<'_>) -> PyResult<bool> {
@@ -162,6 +197,66 @@ pub(crate) struct Run {
     mode: Caller,
 }
 
+/// A callback manager's coroutine as a task of the running loop, and a shield of it to await:
+/// the task finishes even if the call awaiting it is cancelled or dropped meanwhile (a fail-fast
+/// sibling, a timeout), so that no handler sees a run start without its end.
+fn shielded_task(coro: &Bound<'_, PyAny>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+    static ENSURE_FUTURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static SHIELD: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let py = coro.py();
+    let task = ENSURE_FUTURE
+        .import(py, "asyncio", "ensure_future")?
+        .call1((coro,))?;
+    let shielded = SHIELD.import(py, "asyncio", "shield")?.call1((&task,))?;
+    Ok((task.unbind(), shielded.unbind()))
+}
+
+/// A run being opened on a loop. Dropped so (the call was dropped while its handlers were told
+/// of the start), the run is ended as cancelled once the start is through.
+struct Opening(Option<Py<PyAny>>);
+
+impl Opening {
+    fn opened(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        let Some(task) = self.0.take() else {
+            return;
+        };
+        Python::attach(|py| {
+            let end = PyCFunction::new_closure(py, None, None, |args, _kwargs| -> PyResult<()> {
+                let task = args.get_item(0)?;
+                if task
+                    .call_method0(intern!(args.py(), "cancelled"))?
+                    .is_truthy()?
+                    || !task
+                        .call_method0(intern!(args.py(), "exception"))?
+                        .is_none()
+                {
+                    return Ok(());
+                }
+                let manager = task.call_method0(intern!(args.py(), "result"))?;
+                Run {
+                    manager: manager.unbind(),
+                    mode: Caller::Loop,
+                }
+                .cancelled_now(args.py())
+            });
+            let added = end.and_then(|end| {
+                task.bind(py)
+                    .call_method1(intern!(py, "add_done_callback"), (end,))
+                    .map(drop)
+            });
+            if let Err(err) = added {
+                err.write_unraisable(py, None);
+            }
+        });
+    }
+}
+
 /// How a run records its input.
 pub(crate) enum RunInput {
     /// Given at the start (an invoke).
@@ -182,18 +277,20 @@ impl Run {
         static SYNC: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         static ASYNC: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         let started = Python::attach(|py| -> PyResult<Py<PyAny>> {
-            let module = "langchain_core.runnables.config";
-            let manager_for = match mode {
-                Caller::Thread => lc_attr(py, &SYNC, module, "get_callback_manager_for_config"),
-                Caller::Loop => {
-                    lc_attr(py, &ASYNC, module, "get_async_callback_manager_for_config")
-                }
-            }
-            .ok_or_else(|| {
-                pyo3::exceptions::PyRuntimeError::new_err(
-                    "fastlcel: callbacks are configured but langchain_core is not imported",
-                )
+            let cell = match mode {
+                Caller::Thread => &SYNC,
+                Caller::Loop => &ASYNC,
+            };
+            let manager_for = cell.get_or_try_init(py, || {
+                let name = match mode {
+                    Caller::Thread => "get_callback_manager_for_config",
+                    Caller::Loop => "get_async_callback_manager_for_config",
+                };
+                // Imported here if need be: tracing may be on by environment alone.
+                let module = py.import("langchain_core.runnables.config")?;
+                module.getattr(name).map(Bound::unbind)
             })?;
+            let manager_for = manager_for.bind(py);
             let config_dict = config.to_dict(py)?;
             let manager = manager_for.call1((&config_dict,))?;
             let kwargs = PyDict::new(py);
@@ -221,7 +318,13 @@ impl Run {
         })?;
         let manager = match mode {
             Caller::Thread => started,
-            Caller::Loop => py_await(started).await?,
+            Caller::Loop => {
+                let (task, shielded) = Python::attach(|py| shielded_task(started.bind(py)))?;
+                let opening = Opening(Some(task));
+                let manager = py_await(shielded).await?;
+                opening.opened();
+                manager
+            }
         };
         Ok(Run { manager, mode })
     }
@@ -279,7 +382,8 @@ impl Run {
 
     async fn finish(&self, returned: Py<PyAny>) -> PyResult<()> {
         if self.mode == Caller::Loop {
-            py_await(returned).await?;
+            let (_task, shielded) = Python::attach(|py| shielded_task(returned.bind(py)))?;
+            py_await(shielded).await?;
         }
         Ok(())
     }
@@ -292,19 +396,34 @@ impl Run {
         output: Py<PyAny>,
         inputs: Option<Py<PyAny>>,
     ) -> PyResult<()> {
-        let manager = match self.mode {
-            Caller::Thread => self.manager.bind(py).clone(),
-            Caller::Loop => self
-                .manager
-                .bind(py)
-                .call_method0(intern!(py, "get_sync"))?,
-        };
         let kwargs = PyDict::new(py);
         if let Some(inputs) = inputs {
             kwargs.set_item(intern!(py, "inputs"), inputs)?;
         }
-        manager.call_method(intern!(py, "on_chain_end"), (output,), Some(&kwargs))?;
+        self.sync_manager(py)?.call_method(
+            intern!(py, "on_chain_end"),
+            (output,),
+            Some(&kwargs),
+        )?;
         Ok(())
+    }
+
+    /// Ends the run of a call dropped before it finished (a fail-fast sibling, a cancelled
+    /// task) with `asyncio.CancelledError`, as langchain_core's runnables report a cancelled
+    /// call, without waiting.
+    fn cancelled_now(&self, py: Python<'_>) -> PyResult<()> {
+        let cancelled = pyo3::exceptions::asyncio::CancelledError::new_err(());
+        self.sync_manager(py)?
+            .call_method1(intern!(py, "on_chain_error"), (cancelled.value(py),))?;
+        Ok(())
+    }
+
+    /// The run's manager, or the sync twin of an async one.
+    fn sync_manager<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self.mode {
+            Caller::Thread => Ok(self.manager.bind(py).clone()),
+            Caller::Loop => self.manager.bind(py).call_method0(intern!(py, "get_sync")),
+        }
     }
 
     /// A handler of this run that taps a transform's output (`astream_log`, `astream_events`):
@@ -471,13 +590,37 @@ pub(crate) fn run(node: Arc<dyn Node>, input: Py<PyAny>, args: Args, mode: Calle
     Box::pin(async move {
         let (name, given) = Python::attach(|py| (node.name(py), input.clone_ref(py)));
         let run = Arc::new(Run::open(&args.config, RunInput::Now(given), name, mode).await?);
+        let open = Unfinished(Some(Arc::clone(&run)));
         let result = node.run(input, args.within(&run), mode).await;
+        open.finished();
         match &result {
             Ok(output) => run.end(output, None).await?,
             Err(err) => run.error(err, None).await?,
         }
         result
     })
+}
+
+/// A run whose call has not finished: dropped so (the call's future dropped), it ends the run
+/// as cancelled.
+struct Unfinished(Option<Arc<Run>>);
+
+impl Unfinished {
+    fn finished(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(run) = self.0.take() {
+            Python::attach(|py| {
+                if let Err(err) = run.cancelled_now(py) {
+                    err.write_unraisable(py, None);
+                }
+            });
+        }
+    }
 }
 
 /// The chunks of a node that transforms a stream, as langchain_core's
