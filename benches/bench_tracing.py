@@ -78,6 +78,10 @@ def _prompt(d: dict[str, str]) -> str:
     return f"{d['question']} / {d['context']}"
 
 
+def _with(runnable: Any, config: dict[str, Any]) -> Callable[[Any], Any]:
+    return lambda x: runnable.invoke(x, config)
+
+
 def runs_per_call(runnable: Any, x: Any) -> int:
     counter = CountRuns()
     runnable.invoke(x, {"callbacks": [counter]})
@@ -166,13 +170,10 @@ def build_cases(server: LangSmithServer, client: Any) -> list[Case]:
             title="Parallel.invoke, 10 trivial steps, a no-op handler counting runs",
             expected={f"k{i}": x for i in range(10)},
             contenders=[
-                *ours(
-                    "Parallel.invoke",
-                    lambda: _bound(lambda v: ten_steps(fastlcel).invoke(v, config), x),
-                ),
+                *ours("Parallel.invoke", lambda: _bound(_with(ten_steps(fastlcel), config), x)),
                 Contender(
                     "langchain_core RunnableParallel.invoke",
-                    _bound(lambda v: lc_parallel.invoke(v, config), x),
+                    _bound(_with(lc_parallel, config), x),
                     min_ratio=10.0,
                 ),
             ],
