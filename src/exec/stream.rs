@@ -18,6 +18,7 @@ use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration, PyTypeError, PyValu
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList};
 
 use super::aio::{self, on_pool, Home};
 use super::bridge;
@@ -250,10 +251,14 @@ impl Shared {
 
 /// langchain_core's `_ChunkAccumulator`: adds up chunks with `+`; a chunk that cannot be added
 /// (TypeError) replaces the sum (and, with `stop_after_unaddable`, so does every later one).
+/// Leading `AIMessageChunk`s are kept until the sum is read, then merged in one addition: each
+/// addition of two re-parses the tool call arguments so far, so adding them one at a time is
+/// quadratic in a tool call's length.
 pub(crate) struct Accumulator {
     value: Option<Py<PyAny>>,
     addable: bool,
     stop_after_unaddable: bool,
+    messages: Vec<Py<PyAny>>,
 }
 
 impl Accumulator {
@@ -262,10 +267,20 @@ impl Accumulator {
             value: None,
             addable: true,
             stop_after_unaddable,
+            messages: Vec::new(),
         }
     }
 
     pub(crate) fn add(&mut self, py: Python<'_>, chunk: Py<PyAny>) -> PyResult<()> {
+        if self.value.is_none() && self.addable && is_ai_message_chunk(py, chunk.bind(py))? {
+            self.messages.push(chunk);
+            return Ok(());
+        }
+        self.flush(py)?;
+        self.add_one(py, chunk)
+    }
+
+    fn add_one(&mut self, py: Python<'_>, chunk: Py<PyAny>) -> PyResult<()> {
         let value = match self.value.take() {
             Some(value) if !value.is_none(py) && self.addable => value,
             _ => {
@@ -287,15 +302,72 @@ impl Accumulator {
         Ok(())
     }
 
+    /// Merges the kept message chunks into the sum: `first + [the others]` (one after the
+    /// other if that raises TypeError).
+    fn flush(&mut self, py: Python<'_>) -> PyResult<()> {
+        let mut chunks = std::mem::take(&mut self.messages).into_iter();
+        let Some(first) = chunks.next() else {
+            return Ok(());
+        };
+        let rest: Vec<Py<PyAny>> = chunks.collect();
+        if rest.is_empty() {
+            self.value = Some(first);
+            return Ok(());
+        }
+        match first.bind(py).add(PyList::new(py, &rest)?) {
+            Ok(sum) => {
+                self.value = Some(sum.unbind());
+                Ok(())
+            }
+            Err(err) if err.is_instance_of::<PyTypeError>(py) => {
+                for chunk in std::iter::once(first).chain(rest) {
+                    self.add_one(py, chunk)?;
+                }
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
+    }
+
     /// The sum, if any chunk came.
-    pub(crate) fn value(self) -> Option<Py<PyAny>> {
-        self.value
+    pub(crate) fn value(mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.flush(py)?;
+        Ok(self.value)
     }
 
     /// The sum so far, if any chunk came (it stays).
-    pub(crate) fn value_ref(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+    pub(crate) fn value_ref(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.flush(py)?;
+        Ok(self.value.as_ref().map(|v| v.clone_ref(py)))
+    }
+
+    /// The sum, or what was merged before merging raised: for reporting another error.
+    pub(crate) fn value_for_error(&mut self, py: Python<'_>) -> Option<Py<PyAny>> {
+        let _ = self.flush(py);
         self.value.as_ref().map(|v| v.clone_ref(py))
     }
+}
+
+/// Whether `chunk` is a langchain_core `AIMessageChunk` (never, unless langchain_core's
+/// messages were imported).
+fn is_ai_message_chunk(py: Python<'_>, chunk: &Bound<'_, PyAny>) -> PyResult<bool> {
+    static CLASS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let class = match CLASS.get(py) {
+        Some(class) => class.bind(py),
+        None => {
+            let modules = py.import("sys")?.getattr("modules")?;
+            let Ok(Some(module)) = modules
+                .cast_into::<PyDict>()
+                .map_err(PyErr::from)?
+                .get_item("langchain_core.messages")
+            else {
+                return Ok(false);
+            };
+            let class = module.getattr("AIMessageChunk")?;
+            CLASS.get_or_init(py, || class.unbind()).bind(py)
+        }
+    };
+    chunk.is_instance(class)
 }
 
 /// The sum of every chunk of `input` (langchain's accumulation); `None` if there was none.
@@ -305,7 +377,7 @@ pub(crate) async fn accumulate(mut input: Chunks) -> PyResult<Option<Py<PyAny>>>
         let chunk = chunk?;
         Python::attach(|py| acc.add(py, chunk))?;
     }
-    Ok(acc.value())
+    Python::attach(|py| acc.value(py))
 }
 
 /// The output chunks of a step of `kind` for `caller`: `make(input, mode)` is the step's stream

@@ -160,7 +160,7 @@ impl LambdaNode {
             for chunk in called.output.try_iter()? {
                 acc.add(py, chunk?.unbind())?;
             }
-            Ok(acc.value().unwrap_or_else(|| py.None()))
+            Ok(acc.value(py)?.unwrap_or_else(|| py.None()))
         };
         match &called.ctx {
             Some(ctx) => context::enter(ctx, sum),
@@ -315,7 +315,13 @@ impl LambdaNode {
                         }
                     }
                 }
-                acc.value()
+                match Python::attach(|py| acc.value(py)) {
+                    Ok(value) => value,
+                    Err(err) => {
+                        yield Err(err);
+                        return;
+                    }
+                }
             } else {
                 let output = if sync {
                     Python::attach(|py| self.call_sync(py, &value, &args))

@@ -78,7 +78,14 @@ impl Node for PassthroughNode {
                     }
                 }
             }
-            if let (Some(func), Some(value)) = (&self.func, acc.value()) {
+            let value = match Python::attach(|py| acc.value(py)) {
+                Ok(value) => value,
+                Err(err) => {
+                    yield Err(err);
+                    return;
+                }
+            };
+            if let (Some(func), Some(value)) = (&self.func, value) {
                 if let Err(err) = Python::attach(|py| func.call(py, value.bind(py), &args).map(drop)) {
                     yield Err(err);
                 }

@@ -408,6 +408,21 @@ impl Run {
         Ok(())
     }
 
+    /// Ends the run with `err` without waiting (a stream its consumer dropped, whose chunks could
+    /// not be merged).
+    fn error_now(&self, py: Python<'_>, err: &PyErr, inputs: Option<Py<PyAny>>) -> PyResult<()> {
+        let kwargs = PyDict::new(py);
+        if let Some(inputs) = inputs {
+            kwargs.set_item(intern!(py, "inputs"), inputs)?;
+        }
+        self.sync_manager(py)?.call_method(
+            intern!(py, "on_chain_error"),
+            (err.value(py),),
+            Some(&kwargs),
+        )?;
+        Ok(())
+    }
+
     /// Ends the run of a call dropped before it finished (a fail-fast sibling, a cancelled
     /// task) with `asyncio.CancelledError`, as langchain_core's runnables report a cancelled
     /// call, without waiting.
@@ -543,27 +558,52 @@ impl StreamRun {
         }
     }
 
-    fn output(&mut self, py: Python<'_>) -> Py<PyAny> {
+    fn output(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let value = match &mut self.output {
-            OutputSum::Accumulated(acc) => acc.value_ref(py),
+            OutputSum::Accumulated(acc) => acc.value_ref(py)?,
             OutputSum::WhileAddable { value, .. } => value.as_ref().map(|v| v.clone_ref(py)),
         };
-        value.unwrap_or_else(|| py.None())
+        Ok(value.unwrap_or_else(|| py.None()))
     }
 
-    fn inputs(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.inputs
-            .as_ref()
-            .map(|inputs| inputs.lock().value_ref(py).unwrap_or_else(|| py.None()))
+    fn inputs(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        match &self.inputs {
+            Some(inputs) => Ok(Some(
+                inputs.lock().value_ref(py)?.unwrap_or_else(|| py.None()),
+            )),
+            None => Ok(None),
+        }
     }
 
-    /// Ends the run: with the stream's error, or its output.
+    /// The inputs to report with an error: what could be merged.
+    fn inputs_for_error(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.inputs.as_ref().map(|inputs| {
+            inputs
+                .lock()
+                .value_for_error(py)
+                .unwrap_or_else(|| py.None())
+        })
+    }
+
+    /// Ends the run: with the stream's error, or its output. Reading the inputs and output
+    /// merges their chunks, which can raise: the run then ends with that error, returned.
     async fn end(mut self, error: Option<&PyErr>) -> PyResult<()> {
         self.ended = true;
-        let (output, inputs) = Python::attach(|py| (self.output(py), self.inputs(py)));
-        match error {
-            Some(err) => self.run.error(err, inputs).await,
-            None => self.run.end(&output, inputs).await,
+        let merged = Python::attach(|py| -> PyResult<_> {
+            let inputs = self.inputs(py)?;
+            Ok((self.output(py)?, inputs))
+        });
+        match (error, merged) {
+            (None, Ok((output, inputs))) => self.run.end(&output, inputs).await,
+            (Some(err), _) => {
+                let inputs = Python::attach(|py| self.inputs_for_error(py));
+                self.run.error(err, inputs).await
+            }
+            (None, Err(merge_err)) => {
+                let inputs = Python::attach(|py| self.inputs_for_error(py));
+                self.run.error(&merge_err, inputs).await?;
+                Err(merge_err)
+            }
         }
     }
 }
@@ -574,8 +614,17 @@ impl Drop for StreamRun {
             return;
         }
         Python::attach(|py| {
-            let (output, inputs) = (self.output(py), self.inputs(py));
-            if let Err(err) = self.run.end_now(py, output, inputs) {
+            let merged = self
+                .inputs(py)
+                .and_then(|inputs| Ok((self.output(py)?, inputs)));
+            let ended = match merged {
+                Ok((output, inputs)) => self.run.end_now(py, output, inputs),
+                Err(err) => {
+                    let inputs = self.inputs_for_error(py);
+                    self.run.error_now(py, &err, inputs)
+                }
+            };
+            if let Err(err) = ended {
                 err.write_unraisable(py, None);
             }
         });
