@@ -9,6 +9,7 @@ use crate::errors::{type_error, value_error};
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::limit::{ConcurrencyLimit, Limiter, RateLimiter};
+use crate::runnable::trace;
 
 const DEFAULT_RECURSION_LIMIT: i64 = 25;
 
@@ -22,6 +23,9 @@ pub(crate) struct RunConfig {
     /// `config["timeout"]`, `["rate_limiter"]`, `["concurrency_limit"]`: applied to the call the
     /// config is passed to (each item of a batch), not again to every step inside it.
     pub(crate) policy: Policy,
+    /// Calls under this config open callback runs (see `runnable/trace.rs`): its callbacks have
+    /// a handler, or tracing was on when the outermost call began.
+    pub(crate) traced: bool,
 }
 
 #[derive(Default)]
@@ -97,6 +101,7 @@ impl RunConfig {
                 max_concurrency: None,
                 recursion_limit: DEFAULT_RECURSION_LIMIT,
                 policy: Policy::default(),
+                traced: false,
             });
         };
         let dict = config.cast::<PyDict>().map_err(|_| {
@@ -131,12 +136,77 @@ impl RunConfig {
             })?,
             _ => DEFAULT_RECURSION_LIMIT,
         };
+        let traced = match dict.get_item("callbacks")? {
+            Some(callbacks) => trace::has_handlers(&callbacks)?,
+            None => false,
+        };
         Ok(Self {
             user: Some(dict.clone().unbind()),
             max_concurrency,
             recursion_limit,
             policy: Policy::parse(dict)?,
+            traced,
         })
+    }
+
+    /// The config of an outermost call, as langchain_core's `ensure_config` makes it: the
+    /// config of the runnable this call is made inside (if any), updated with `config`'s keys;
+    /// traced if anything outside the config traces it.
+    pub(crate) fn for_call(py: Python<'_>, config: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let mut parsed = match trace::inherited_config(py)? {
+            None => Self::parse(config)?,
+            Some(inherited) => {
+                let merged = PyDict::new(py);
+                for (k, v) in inherited.iter() {
+                    if !v.is_none() {
+                        merged.set_item(k, copied(&v)?)?;
+                    }
+                }
+                if let Some(config) = config.filter(|c| !c.is_none()) {
+                    Self::parse(Some(config))?; // validates it first
+                    for (k, v) in config.cast::<PyDict>()?.iter() {
+                        if !v.is_none() {
+                            merged.set_item(k, v)?;
+                        }
+                    }
+                }
+                Self::parse(Some(merged.as_any()))?
+            }
+        };
+        parsed.traced = parsed.traced || trace::ambient(py)?;
+        Ok(parsed)
+    }
+
+    /// `config[key]` as given.
+    pub(crate) fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match &self.user {
+            Some(user) => user.bind(py).get_item(key),
+            None => Ok(None),
+        }
+    }
+
+    /// This config for a child step of a run (langchain_core's `patch_config(config,
+    /// callbacks=...)`): `callbacks` replaced, `run_name` and `run_id` (which name the parent's
+    /// run) dropped.
+    pub(crate) fn with_callbacks(&self, callbacks: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let py = callbacks.py();
+        let dict = match &self.user {
+            Some(user) => user.bind(py).copy()?,
+            None => PyDict::new(py),
+        };
+        dict.set_item("callbacks", callbacks)?;
+        for key in ["run_name", "run_id"] {
+            if dict.contains(key)? {
+                dict.del_item(key)?;
+            }
+        }
+        let mut child = Self::parse(Some(dict.as_any()))?;
+        child.traced = child.traced || self.traced;
+        Ok(child)
     }
 
     /// The caller's dict as given (a new empty dict when none was).
@@ -154,7 +224,9 @@ impl RunConfig {
             None => PyDict::new(py),
         };
         dict.set_item("recursion_limit", limit)?;
-        Self::parse(Some(dict.as_any()))
+        let mut child = Self::parse(Some(dict.as_any()))?;
+        child.traced = child.traced || self.traced;
+        Ok(child)
     }
 
     /// `bound` (a runnable's own config, from `with_config`) merged with this call's config,
@@ -184,10 +256,8 @@ impl RunConfig {
                         d.update(v.cast::<PyDict>()?.as_mapping())?;
                         d.into_any()
                     }
-                    ("callbacks", Some(old))
-                        if old.is_instance_of::<PyList>() && v.is_instance_of::<PyList>() =>
-                    {
-                        old.add(&v)?
+                    ("callbacks", Some(old)) if !v.is_none() && !old.is_none() => {
+                        merge_callbacks(&old, &v)?
                     }
                     ("recursion_limit", Some(old))
                         if v.extract::<i64>().ok() == Some(DEFAULT_RECURSION_LIMIT) =>
@@ -200,7 +270,9 @@ impl RunConfig {
                 merged.set_item(k, value)?;
             }
         }
-        Self::parse(Some(merged.as_any()))
+        let mut merged = Self::parse(Some(merged.as_any()))?;
+        merged.traced = merged.traced || self.traced;
+        Ok(merged)
     }
 
     /// The dict handed to a function with a `config` parameter or to a foreign runnable: a
@@ -250,6 +322,53 @@ impl RunConfig {
     }
 }
 
+/// langchain_core's `merge_configs` of two `callbacks` values (each a list of handlers or a
+/// callback manager): lists are joined; a list's handlers are added to a copy of the manager;
+/// two managers are merged.
+fn merge_callbacks<'py>(
+    base: &Bound<'py, PyAny>,
+    these: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = base.py();
+    let add_all = |manager: &Bound<'py, PyAny>, handlers: &Bound<'py, PyAny>| {
+        let copy = manager.call_method0("copy")?;
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("inherit", true)?;
+        for handler in handlers.try_iter()? {
+            copy.call_method("add_handler", (handler?,), Some(&kwargs))?;
+        }
+        Ok::<_, PyErr>(copy)
+    };
+    match (
+        base.is_instance_of::<PyList>(),
+        these.is_instance_of::<PyList>(),
+    ) {
+        (true, true) => base.add(these),
+        (false, true) => add_all(base, these),
+        (true, false) => add_all(these, base),
+        (false, false) => base.call_method1("merge", (these,)),
+    }
+}
+
+/// `config["run_id"]` if `config` is a dict that sets one.
+fn run_id_of<'py>(config: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    match config.cast::<PyDict>() {
+        Ok(dict) => Ok(dict.get_item("run_id")?.filter(|v| !v.is_none())),
+        Err(_) => Ok(None),
+    }
+}
+
+/// A config value as `ensure_config` copies it: lists and dicts are copied.
+fn copied<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if let Ok(list) = value.cast::<PyList>() {
+        return Ok(PyList::new(value.py(), list.iter())?.into_any());
+    }
+    if let Ok(dict) = value.cast::<PyDict>() {
+        return Ok(dict.copy()?.into_any());
+    }
+    Ok(value.clone())
+}
+
 /// The configs of a batch: one shared by every input, or one per input.
 pub(crate) enum BatchConfig {
     Shared(Arc<RunConfig>),
@@ -257,12 +376,19 @@ pub(crate) enum BatchConfig {
 }
 
 impl BatchConfig {
-    pub(crate) fn parse(config: Option<&Bound<'_, PyAny>>, n: usize) -> PyResult<Self> {
+    /// The configs of a batch of `n` inputs, each as an outermost call's (see
+    /// [`RunConfig::for_call`]). A `run_id` in a shared config names the first input's run only,
+    /// with langchain_core's warning.
+    pub(crate) fn parse(
+        py: Python<'_>,
+        config: Option<&Bound<'_, PyAny>>,
+        n: usize,
+    ) -> PyResult<Self> {
         match config {
             Some(c) if c.is_instance_of::<PyList>() || c.is_instance_of::<PyTuple>() => {
                 let configs = c
                     .try_iter()?
-                    .map(|item| RunConfig::parse(Some(&item?)).map(Arc::new))
+                    .map(|item| RunConfig::for_call(py, Some(&item?)).map(Arc::new))
                     .collect::<PyResult<Vec<_>>>()?;
                 if configs.len() != n {
                     return Err(value_error(format!(
@@ -272,7 +398,23 @@ impl BatchConfig {
                 }
                 Ok(Self::PerInput(configs))
             }
-            other => Ok(Self::Shared(Arc::new(RunConfig::parse(other)?))),
+            Some(c) if n > 1 && run_id_of(c)?.is_some() => {
+                PyErr::warn(
+                    py,
+                    &py.get_type::<pyo3::exceptions::PyRuntimeWarning>(),
+                    c"Provided run_id be used only for the first element of the batch.",
+                    3,
+                )?;
+                let first = Arc::new(RunConfig::for_call(py, Some(c))?);
+                let rest = c.cast::<PyDict>()?.copy()?;
+                rest.del_item("run_id")?;
+                let rest = Arc::new(RunConfig::for_call(py, Some(rest.as_any()))?);
+                let configs = std::iter::once(first)
+                    .chain((1..n).map(|_| Arc::clone(&rest)))
+                    .collect();
+                Ok(Self::PerInput(configs))
+            }
+            other => Ok(Self::Shared(Arc::new(RunConfig::for_call(py, other)?))),
         }
     }
 

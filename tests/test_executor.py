@@ -409,3 +409,37 @@ def test_ctrl_c_cancels_the_futures(call: str, n: int, tmp_path) -> None:
         returncode, _out, err, _ = child.finish(timeout=5)
     assert line == f"interrupted, {n} cancelled", err
     assert returncode == 0, err
+
+
+# ------------------------------------------------------------------------------------- tracing
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "batch", "abatch", "stream", "astream"])
+def test_a_traced_step_records_the_run_it_would_record_here(
+    pool: ProcessPoolExecutor, how: str
+) -> None:
+    """The executor is invisible in a trace: the run trees are langchain_core's for the same
+    functions run in-process (names, inputs, outputs, errors)."""
+    import fastlcel
+    from langchain_core import runnables as lc
+    from runtrees import record, render
+
+    programs = [
+        (lambda lib, executor: lib.RunnableLambda(inc, **executor), 1),
+        (
+            lambda lib, executor: (
+                lib.RunnableLambda(inc) | lib.RunnableLambda(fail_on_odd, **executor)
+            ),
+            2,
+        ),
+    ]
+    for build, x in programs:
+        if how in ("batch", "abatch") and x == 2:
+            continue  # fail-fast: a deliberate difference (see test_tracing)
+        theirs = record(build(lc, {}), x, how)
+        ours = record(build(fastlcel, {"executor": pool}), x, how)
+        assert ours[1], "nothing was traced"
+        assert ours[0] == theirs[0]
+        assert ours[1] == theirs[1], "\n\nfastlcel:\n{}\n\nlangchain_core:\n{}".format(
+            "\n".join(render(t) for t in ours[1]), "\n".join(render(t) for t in theirs[1])
+        )

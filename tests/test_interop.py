@@ -343,14 +343,21 @@ def test_a_chat_model_step_reports_to_the_handler(how: str) -> None:
 
 
 @pytest.mark.parametrize("how", HOWS)
-def test_langchain_runs_nest_under_the_langchain_caller_through_fastlcel(how: str) -> None:
+def test_fastlcel_steps_are_runs_between_langchain_runs(how: str) -> None:
+    """A fastlcel step inside a langchain_core chain is a run of its own, with its position tag,
+    and the langchain runs inside it are its children."""
     recorder = Recorder()
     inner = lc.RunnableLambda(times_two, name="inner")
-    middle = fastlcel.Parallel(x=inner) | fastlcel.Pick("x")
+    middle = fastlcel.Parallel(x=inner).with_config(run_name="middle") | fastlcel.Pick("x")
+    middle = middle.with_config(run_name="fastlcel chain")
     outer = lc.RunnableSequence(lc.RunnableLambda(add_one, name="first"), middle, name="outer")
     assert calls(outer, how, {"callbacks": [recorder]}) == 4
     assert recorder.parent_name("first") == "outer"
-    assert recorder.parent_name("inner") == "outer"
+    assert recorder.parent_name("fastlcel chain") == "outer"
+    assert recorder.parent_name("middle") == "fastlcel chain"
+    assert recorder.parent_name("inner") == "middle"
+    (start,) = [e for e in recorder.events if e[0] == "chain_start" and e[1] == "fastlcel chain"]
+    assert start[2] == ("seq:step:2",)
 
 
 def test_run_name_names_the_caller_not_the_langchain_steps_inside() -> None:
@@ -406,7 +413,8 @@ def test_a_failing_langchain_step_reports_its_error_and_raises() -> None:
     chain = fastlcel.Lambda(add_one) | lc.RunnableLambda(boom)
     with pytest.raises(ValueError, match="from langchain step"):
         chain.invoke(1, {"callbacks": [ErrorRecorder()]})
-    assert [str(e) for e in errors] == ["from langchain step"]
+    # The failing run and the fastlcel sequence's run around it, as with langchain_core alone.
+    assert [str(e) for e in errors] == ["from langchain step"] * 2
 
 
 class SyncOnlyStep(lc.RunnableSerializable[Any, Any]):

@@ -132,6 +132,18 @@ def test_ctrl_c_exits_without_waiting_for_sleeping_steps(scenario: str, tmp_path
     assert "Fatal Python error" not in err
 
 
+# A finalizer run with the modules, after Python began finalizing, that sleeps (GIL released).
+SLOW_FINALIZER = """
+        import sys, threading, time, types
+        from fastlcel import Lambda
+        class SlowFinalizer:
+            def __del__(self, sleep=time.sleep):
+                sleep(0.6)
+        sys.modules["slow_finalizer"] = types.ModuleType("slow_finalizer")
+        sys.modules["slow_finalizer"].keep = SlowFinalizer()
+        del SlowFinalizer
+"""
+
 EXIT_SCRIPTS = {
     "daemon-thread-invoke": """
         import threading, time
@@ -167,6 +179,26 @@ EXIT_SCRIPTS = {
         par = Parallel(a=step, b=lambda x: time.sleep(0.3))
         threading.Thread(target=par.invoke, args=(None,), daemon=True).start()
         threading.Thread(target=Lambda(step).batch, args=([1, 2],), daemon=True).start()
+        time.sleep(0.1)
+        print("exiting", flush=True)
+    """,
+    # A daemon thread's own step outlives the start of finalization, during which the main
+    # thread sleeps in a finalizer: the step is waited for before Python finalizes, instead of
+    # waking inside Rust frames of a finalizing interpreter (which aborted the process).
+    "daemon-thread-step-outlives-exit": SLOW_FINALIZER
+    + """
+        lam = Lambda(lambda x: time.sleep(0.3))
+        threading.Thread(target=lam.invoke, args=(1,), daemon=True).start()
+        time.sleep(0.1)
+        print("exiting", flush=True)
+    """,
+    "daemon-loop-step-outlives-exit": SLOW_FINALIZER
+    + """
+        import asyncio
+        async def step(x):
+            time.sleep(0.3)  # blocks its event loop's thread
+        coro = Lambda(step).ainvoke(1)
+        threading.Thread(target=asyncio.run, args=(coro,), daemon=True).start()
         time.sleep(0.1)
         print("exiting", flush=True)
     """,

@@ -159,6 +159,12 @@ class Runnable:
 
     Keyword arguments of every call method reach the function of a :class:`Lambda` (or a
     foreign runnable's method), as in langchain_core.
+
+    Tracing: when callbacks are configured (``config["callbacks"]``, LangSmith tracing by
+    environment or context, ``collect_runs()``, or a parent runnable's config), every runnable
+    opens and closes its run through langchain_core's callback managers, exactly as
+    langchain_core's runnables do (names, tags such as ``seq:step:1``, inputs, outputs,
+    errors); a function's config-less inner calls nest under its run. Otherwise nothing is paid.
     """
 
     @property
@@ -241,6 +247,21 @@ class Runnable:
         self, input: Any, config: _Config | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
         """The async counterpart of :meth:`transform` (input: an async or sync iterable)."""
+    def astream_events(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        """langchain_core's ``astream_events`` (``version="v2"`` or ``"v1"``, with the
+        ``include_*``/``exclude_*`` filters): the start, stream and end events of this call's
+        runs and of every step's inside it, as langchain_core reports them. Needs
+        langchain_core."""
+    def stream_events(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        """langchain_core's ``stream_events``. Needs langchain_core."""
+    def astream_log(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        """langchain_core's ``astream_log``: the run log of this call as JSON patches. Needs
+        langchain_core."""
+    def with_listeners(self, *args: Any, **kwargs: Any) -> Any:
+        """langchain_core's ``with_listeners(on_start=..., on_end=..., on_error=...)``: this
+        runnable with functions called with each run. Needs langchain_core."""
+    def with_alisteners(self, *args: Any, **kwargs: Any) -> Any:
+        """langchain_core's ``with_alisteners``: ``with_listeners`` with async functions."""
     def __or__(self, other: Any, /) -> Runnable:
         """``self | other``: a :class:`Sequence`; dicts and callables are coerced."""
     def __ror__(self, other: Any, /) -> Runnable:
@@ -350,9 +371,10 @@ class Lambda(Runnable):
     >>> with ProcessPoolExecutor(2) as pool:  # CPU-bound Python gains from processes only
     ...     Lambda(parse, executor=pool).with_timeout(30).batch(documents)
 
-    ``func`` must then be a sync, non-generator function without a ``config`` parameter (the
-    config holds callbacks, which cannot cross); anything else is a ``TypeError`` at
-    construction. The function and its input must be picklable by the executor (a process pool
+    ``func`` must then be a sync, non-generator function without a ``config`` or ``run_manager``
+    parameter (they hold callbacks, which cannot cross); anything else is a ``TypeError`` at
+    construction. A traced call's run (its inputs, output or error) is recorded on the caller's
+    side, around the remote call. The function and its input must be picklable by the executor (a process pool
     pickles with :mod:`pickle`: module-level functions; Ray, loky and Dask use cloudpickle);
     when they are not, the call raises :class:`ExecutorError` naming the step. The function's own
     exceptions come back as the executor delivers them, of their own class.

@@ -57,11 +57,12 @@ thread_local! {
 }
 
 /// Polls `fut` once with `io` as this thread's exchange (the previous one restored after). A
-/// panic inside becomes a `PanicError`.
+/// panic inside becomes a `PanicError`. The poll holds off interpreter exit (see `pool`).
 fn poll_with<F: Future + ?Sized>(
     fut: Pin<&mut F>,
     io: Option<Io>,
 ) -> PyResult<(Poll<F::Output>, Option<Io>)> {
+    let _in_flight = super::pool::hold_off_exit();
     let saved = IO.with(|cell| cell.replace(io));
     let poll = catch_unwind(AssertUnwindSafe(|| {
         fut.poll(&mut TaskContext::from_waker(Waker::noop()))
@@ -166,11 +167,19 @@ enum AwaitState {
 }
 
 /// A Python awaitable awaited inside a Rust future, as `await` would.
-pub(crate) struct PyAwait(AwaitState);
+pub(crate) struct PyAwait {
+    state: AwaitState,
+    /// A contextvars context its code runs in (entered around every resumption), if not the
+    /// current one.
+    ctx: Option<Py<PyAny>>,
+}
 
 impl PyAwait {
     pub(crate) fn new(awaitable: Py<PyAny>) -> Self {
-        Self(AwaitState::Start(awaitable))
+        Self {
+            state: AwaitState::Start(awaitable),
+            ctx: None,
+        }
     }
 }
 
@@ -185,7 +194,7 @@ impl Future for PyAwait {
             )));
         };
         Python::attach(|py| {
-            let iter = match std::mem::replace(&mut self.0, AwaitState::Done) {
+            let iter = match std::mem::replace(&mut self.state, AwaitState::Done) {
                 AwaitState::Start(aw) => match await_iter(aw.bind(py)) {
                     Ok(iter) => iter,
                     Err(err) => return Poll::Ready(Err(err)),
@@ -195,14 +204,21 @@ impl Future for PyAwait {
                     return Poll::Ready(Err(internal("an awaitable was polled after it ended")))
                 }
             };
-            let sent = match input {
+            let resume = || match input {
                 None => send(&iter, &py.None().into_bound(py)),
                 Some(Resume::Send(value)) => send(&iter, value.bind(py)),
                 Some(Resume::Throw(err)) => throw(&iter, err),
             };
+            let sent = match &self.ctx {
+                None => resume(),
+                Some(ctx) => match context::enter(ctx.bind(py), || Ok(resume())) {
+                    Ok(sent) => sent,
+                    Err(err) => Sent::Raised(err),
+                },
+            };
             match sent {
                 Sent::Yielded(yielded) => {
-                    self.0 = AwaitState::Running(iter.unbind());
+                    self.state = AwaitState::Running(iter.unbind());
                     IO.with(|cell| {
                         if let Some(io) = cell.borrow_mut().as_mut() {
                             io.yielded = Some(yielded);
@@ -220,6 +236,19 @@ impl Future for PyAwait {
 /// Awaits a Python awaitable inside a Rust future.
 pub(crate) async fn py_await(awaitable: Py<PyAny>) -> PyResult<Py<PyAny>> {
     PyAwait::new(awaitable).await
+}
+
+/// Awaits a Python awaitable whose code runs in the contextvars context `ctx` (if any), as a
+/// task made with `context=ctx` would.
+pub(crate) async fn py_await_in(
+    awaitable: Py<PyAny>,
+    ctx: Option<Py<PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    PyAwait {
+        state: AwaitState::Start(awaitable),
+        ctx,
+    }
+    .await
 }
 
 enum CoroState {

@@ -226,10 +226,15 @@ impl Drop for ThreadState {
     }
 }
 
-// Interpreter shutdown: a pool thread inside Python while the interpreter finalizes aborts the
-// process (3.11). Our atexit hook sets SHUTDOWN, then waits (GIL released) until no thread is
-// in flight; a thread bumps IN_FLIGHT *before* checking SHUTDOWN, so either the hook sees it or
-// it sees the flag and stays out of Python.
+// Interpreter shutdown: a thread woken inside Python after finalization began is ended by
+// CPython (3.10-3.13) with a forced unwind; through Rust frames it aborts the process ("FATAL:
+// exception not rethrown") or, running destructors without the GIL, corrupts memory. So no
+// thread runs Python code inside fastlcel's frames once finalization may begin: a thread holds an
+// `InFlight` guard while it does (pool threads for their life in Python, any thread while it
+// polls a step), our atexit hook sets SHUTDOWN and then waits (GIL released) until no guard is
+// held, and a thread bumps IN_FLIGHT *before* checking SHUTDOWN, so either the hook sees it or
+// it sees the flag and stays out of Python. A thread lends its guards back while it waits for
+// other threads with the GIL released (`Lent`), so waiting never holds off exit.
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
@@ -238,7 +243,8 @@ thread_local! {
     static IN_FLIGHT_HERE: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Permission for a pool thread to enter Python; `None` once shutdown began.
+/// Permission for a thread to enter Python inside fastlcel's frames; `None` once shutdown
+/// began.
 pub(crate) struct InFlight(());
 
 impl InFlight {
@@ -260,10 +266,53 @@ impl Drop for InFlight {
     }
 }
 
-/// Whether this thread holds an `InFlight` guard: the atexit hook waits for it, so it may still
-/// attach to Python after shutdown began.
-pub(crate) fn in_flight_here() -> bool {
-    IN_FLIGHT_HERE.with(Cell::get) > 0
+/// Permission for an attached thread to run a step: a guard, or `None` where finalization waits
+/// for the thread anyway (it holds a guard already, as the bridged loop's thread does while it
+/// cancels its tasks, or it runs the atexit hook). Any other thread asking after shutdown began
+/// (a daemon thread: non-daemon ones were joined before atexit) releases the GIL and never runs
+/// again: the process is ending, and Python would end the thread at its next GIL acquire.
+pub(crate) fn hold_off_exit() -> Option<InFlight> {
+    if let Some(guard) = InFlight::enter() {
+        return Some(guard);
+    }
+    if IN_FLIGHT_HERE.with(Cell::get) > 0 || is_exiting_thread() {
+        return None;
+    }
+    Python::attach(|py| py.detach(park_forever))
+}
+
+fn park_forever() -> ! {
+    loop {
+        std::thread::park();
+    }
+}
+
+/// This thread's `InFlight` guards, handed back while it waits with the GIL released.
+pub(crate) struct Lent(usize);
+
+impl Lent {
+    pub(crate) fn lend() -> Self {
+        let held = IN_FLIGHT_HERE.with(|n| n.replace(0));
+        if held > 0 {
+            IN_FLIGHT.fetch_sub(held, SeqCst);
+        }
+        Self(held)
+    }
+
+    /// Takes the guards back before the thread attaches again. If shutdown began meanwhile, a
+    /// thread other than the exiting one never attaches again (see [`hold_off_exit`]).
+    pub(crate) fn resume(self) {
+        if self.0 > 0 {
+            IN_FLIGHT.fetch_add(self.0, SeqCst);
+            IN_FLIGHT_HERE.with(|n| n.set(self.0));
+        }
+        if SHUTDOWN.load(SeqCst) && !is_exiting_thread() {
+            if self.0 > 0 {
+                IN_FLIGHT.fetch_sub(self.0, SeqCst);
+            }
+            park_forever();
+        }
+    }
 }
 
 pub(crate) fn shutting_down() -> bool {
@@ -273,13 +322,8 @@ pub(crate) fn shutting_down() -> bool {
 /// The thread that runs the atexit hook (the main thread), once shutdown began.
 static EXITING_THREAD: Mutex<Option<std::thread::ThreadId>> = Mutex::new(None);
 
-/// Whether this thread waits for nothing any more: shutdown began, it holds off nothing (no
-/// `InFlight`), and it is not the thread that is exiting (a daemon thread left blocked in a
-/// call). Such a thread must not attach to Python again.
-pub(crate) fn abandoned_at_exit() -> bool {
-    shutting_down()
-        && !in_flight_here()
-        && *EXITING_THREAD.lock() != Some(std::thread::current().id())
+fn is_exiting_thread() -> bool {
+    *EXITING_THREAD.lock() == Some(std::thread::current().id())
 }
 
 /// Registered with `atexit`: lets running steps finish, then keeps pool threads out of Python.

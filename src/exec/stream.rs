@@ -18,11 +18,12 @@ use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration, PyTypeError, PyValu
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList};
 
 use super::aio::{self, on_pool, Home};
 use super::bridge;
 use super::context::{self, Context};
-use super::coro::{block_on, py_await, Coroutine, StepFuture};
+use super::coro::{block_on, py_await_in, Coroutine, StepFuture};
 use super::fanout::FanOut;
 use super::gather::{self, Sink};
 use super::pool::{self, Busy, InFlight};
@@ -78,18 +79,34 @@ impl Chunks {
 
     /// The chunks of a Python iterable, each `next()` on the thread that polls.
     pub(crate) fn from_iterable(iterable: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Self::from_iterable_in(iterable, None)
+    }
+
+    /// [`Self::from_iterable`], each `next()` in the contextvars context `ctx` (if any): where a
+    /// generator's own code runs.
+    pub(crate) fn from_iterable_in(
+        iterable: &Bound<'_, PyAny>,
+        ctx: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
         let iter = iterable.try_iter()?.into_any().unbind();
         let stream = async_stream::stream! {
             loop {
                 let next = Python::attach(|py| -> Option<PyResult<Py<PyAny>>> {
                     let iter = iter.bind(py);
-                    // SAFETY: `iter` is a live iterator (made by `iter()` above).
-                    let item = unsafe { pyo3::ffi::PyIter_Next(iter.as_ptr()) };
-                    if item.is_null() {
-                        return PyErr::take(py).map(Err);
-                    }
-                    // SAFETY: PyIter_Next returned a new reference.
-                    Some(Ok(unsafe { Bound::from_owned_ptr(py, item) }.unbind()))
+                    let next = || {
+                        // SAFETY: `iter` is a live iterator (made by `iter()` above).
+                        let item = unsafe { pyo3::ffi::PyIter_Next(iter.as_ptr()) };
+                        if item.is_null() {
+                            return Ok(PyErr::take(py).map(Err));
+                        }
+                        // SAFETY: PyIter_Next returned a new reference.
+                        Ok(Some(Ok(unsafe { Bound::from_owned_ptr(py, item) }.unbind())))
+                    };
+                    let item = match &ctx {
+                        Some(ctx) => context::enter(ctx.bind(py), next),
+                        None => next(),
+                    };
+                    item.unwrap_or_else(|err| Some(Err(err)))
                 });
                 match next {
                     Some(item) => {
@@ -108,13 +125,24 @@ impl Chunks {
 
     /// The chunks of a Python async iterator, each `__anext__()` awaited.
     pub(crate) fn from_aiter(aiter: Py<PyAny>) -> Self {
+        Self::from_aiter_in(aiter, None)
+    }
+
+    /// [`Self::from_aiter`], its code run in the contextvars context `ctx` (if any).
+    pub(crate) fn from_aiter_in(aiter: Py<PyAny>, ctx: Option<Py<PyAny>>) -> Self {
         let stream = async_stream::stream! {
             loop {
                 let anext = Python::attach(|py| {
-                    aiter.bind(py).call_method0(intern!(py, "__anext__")).map(Bound::unbind)
+                    let anext = || aiter.bind(py).call_method0(intern!(py, "__anext__"));
+                    match &ctx {
+                        Some(ctx) => context::enter(ctx.bind(py), anext),
+                        None => anext(),
+                    }
+                    .map(Bound::unbind)
                 });
+                let ctx = Python::attach(|py| ctx.as_ref().map(|c| c.clone_ref(py)));
                 let item = match anext {
-                    Ok(anext) => py_await(anext).await,
+                    Ok(anext) => py_await_in(anext, ctx).await,
                     Err(err) => Err(err),
                 };
                 match item {
@@ -189,18 +217,18 @@ fn is_end(chunk: &Py<PyAny>) -> bool {
     Python::attach(|py| chunk.is(end_marker(py)))
 }
 
-/// A stream polled from wherever the next chunk is fetched: taken out while polled, so that no
-/// lock is held across a poll.
+/// A stream read from several places (one after the other): taken out while polled, so that
+/// no lock is held across a poll.
 #[derive(Clone)]
-struct Shared(Arc<Mutex<Option<ChunkStream>>>);
+pub(crate) struct Shared(Arc<Mutex<Option<ChunkStream>>>);
 
 impl Shared {
-    fn new(stream: ChunkStream) -> Self {
+    pub(crate) fn new(stream: ChunkStream) -> Self {
         Self(Arc::new(Mutex::new(Some(stream))))
     }
 
     /// The next chunk; `None` at the end. Polls without holding the lock.
-    async fn next(&self) -> Option<PyResult<Py<PyAny>>> {
+    pub(crate) async fn next(&self) -> Option<PyResult<Py<PyAny>>> {
         let mut stream = self.0.lock().take()?;
         let item = stream.next().await;
         if item.is_some() {
@@ -223,10 +251,14 @@ impl Shared {
 
 /// langchain_core's `_ChunkAccumulator`: adds up chunks with `+`; a chunk that cannot be added
 /// (TypeError) replaces the sum (and, with `stop_after_unaddable`, so does every later one).
+/// Leading `AIMessageChunk`s are kept until the sum is read, then merged in one addition: each
+/// addition of two re-parses the tool call arguments so far, so adding them one at a time is
+/// quadratic in a tool call's length.
 pub(crate) struct Accumulator {
     value: Option<Py<PyAny>>,
     addable: bool,
     stop_after_unaddable: bool,
+    messages: Vec<Py<PyAny>>,
 }
 
 impl Accumulator {
@@ -235,10 +267,20 @@ impl Accumulator {
             value: None,
             addable: true,
             stop_after_unaddable,
+            messages: Vec::new(),
         }
     }
 
     pub(crate) fn add(&mut self, py: Python<'_>, chunk: Py<PyAny>) -> PyResult<()> {
+        if self.value.is_none() && self.addable && is_ai_message_chunk(py, chunk.bind(py))? {
+            self.messages.push(chunk);
+            return Ok(());
+        }
+        self.flush(py)?;
+        self.add_one(py, chunk)
+    }
+
+    fn add_one(&mut self, py: Python<'_>, chunk: Py<PyAny>) -> PyResult<()> {
         let value = match self.value.take() {
             Some(value) if !value.is_none(py) && self.addable => value,
             _ => {
@@ -260,10 +302,72 @@ impl Accumulator {
         Ok(())
     }
 
-    /// The sum, if any chunk came.
-    pub(crate) fn value(self) -> Option<Py<PyAny>> {
-        self.value
+    /// Merges the kept message chunks into the sum: `first + [the others]` (one after the
+    /// other if that raises TypeError).
+    fn flush(&mut self, py: Python<'_>) -> PyResult<()> {
+        let mut chunks = std::mem::take(&mut self.messages).into_iter();
+        let Some(first) = chunks.next() else {
+            return Ok(());
+        };
+        let rest: Vec<Py<PyAny>> = chunks.collect();
+        if rest.is_empty() {
+            self.value = Some(first);
+            return Ok(());
+        }
+        match first.bind(py).add(PyList::new(py, &rest)?) {
+            Ok(sum) => {
+                self.value = Some(sum.unbind());
+                Ok(())
+            }
+            Err(err) if err.is_instance_of::<PyTypeError>(py) => {
+                for chunk in std::iter::once(first).chain(rest) {
+                    self.add_one(py, chunk)?;
+                }
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
     }
+
+    /// The sum, if any chunk came.
+    pub(crate) fn value(mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.flush(py)?;
+        Ok(self.value)
+    }
+
+    /// The sum so far, if any chunk came (it stays).
+    pub(crate) fn value_ref(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.flush(py)?;
+        Ok(self.value.as_ref().map(|v| v.clone_ref(py)))
+    }
+
+    /// The sum, or what was merged before merging raised: for reporting another error.
+    pub(crate) fn value_for_error(&mut self, py: Python<'_>) -> Option<Py<PyAny>> {
+        let _ = self.flush(py);
+        self.value.as_ref().map(|v| v.clone_ref(py))
+    }
+}
+
+/// Whether `chunk` is a langchain_core `AIMessageChunk` (never, unless langchain_core's
+/// messages were imported).
+fn is_ai_message_chunk(py: Python<'_>, chunk: &Bound<'_, PyAny>) -> PyResult<bool> {
+    static CLASS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let class = match CLASS.get(py) {
+        Some(class) => class.bind(py),
+        None => {
+            let modules = py.import("sys")?.getattr("modules")?;
+            let Ok(Some(module)) = modules
+                .cast_into::<PyDict>()
+                .map_err(PyErr::from)?
+                .get_item("langchain_core.messages")
+            else {
+                return Ok(false);
+            };
+            let class = module.getattr("AIMessageChunk")?;
+            CLASS.get_or_init(py, || class.unbind()).bind(py)
+        }
+    };
+    chunk.is_instance(class)
 }
 
 /// The sum of every chunk of `input` (langchain's accumulation); `None` if there was none.
@@ -273,67 +377,12 @@ pub(crate) async fn accumulate(mut input: Chunks) -> PyResult<Option<Py<PyAny>>>
         let chunk = chunk?;
         Python::attach(|py| acc.add(py, chunk))?;
     }
-    Ok(acc.value())
-}
-
-/// How a step's stream reads its input, as langchain_core's `_transform_stream_with_config`:
-/// the first input chunk is fetched before the step starts (so that upstream steps start
-/// first), and once the step's output ends, the rest of the input is read, so that an error
-/// upstream is raised even if the step stopped reading early.
-pub(crate) fn read_ahead_and_drain(input: Chunks, make: impl FnOnce(Chunks) -> Chunks) -> Chunks {
-    let waits = input.waits;
-    let source = Shared::new(input.stream);
-    let peeked: Arc<Mutex<Option<Py<PyAny>>>> = Arc::new(Mutex::new(None));
-    let view = {
-        let source = source.clone();
-        let peeked = Arc::clone(&peeked);
-        async_stream::stream! {
-            let first = peeked.lock().take();
-            if let Some(first) = first {
-                yield Ok(first);
-            }
-            while let Some(item) = source.next().await {
-                let end = item.is_err();
-                yield item;
-                if end {
-                    break;
-                }
-            }
-        }
-    };
-    let output = make(Chunks::new(Box::pin(view), waits));
-    let out_waits = output.waits;
-    let mut out = output.stream;
-    let stream = async_stream::stream! {
-        match source.next().await {
-            Some(Ok(first)) => *peeked.lock() = Some(first),
-            Some(Err(err)) => {
-                yield Err(err);
-                return;
-            }
-            None => {}
-        }
-        while let Some(item) = out.next().await {
-            let end = item.is_err();
-            yield item;
-            if end {
-                return;
-            }
-        }
-        drop(out);
-        while let Some(item) = source.next().await {
-            if let Err(err) = item {
-                yield Err(err);
-                return;
-            }
-        }
-    };
-    Chunks::new(Box::pin(stream), out_waits)
+    Python::attach(|py| acc.value(py))
 }
 
 /// The output chunks of a step of `kind` for `caller`: `make(input, mode)` is the step's stream
-/// run `mode`'s way, which this runs where [`place`] says, reading its input as
-/// [`read_ahead_and_drain`] does.
+/// run `mode`'s way, which this runs where [`place`] says (its input and output each read the
+/// way their consumer waits).
 pub(crate) fn dispatch_stream(
     kind: Kind,
     caller: Caller,
@@ -345,7 +394,7 @@ pub(crate) fn dispatch_stream(
         Place::Pool => Caller::Thread,
         Place::Loop => Caller::Loop,
     };
-    read_ahead_and_drain(input.conform(mode), |input| make(input, mode)).conform(caller)
+    make(input.conform(mode), mode).conform(caller)
 }
 
 /// `n` copies of a stream, each reading every chunk; whichever copy needs a chunk first fetches

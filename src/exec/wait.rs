@@ -6,7 +6,6 @@ use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 
 use super::pool;
-use crate::errors::FastLcelError;
 
 /// How often a blocked caller wakes to run Python's signal handlers (Ctrl-C).
 const SLICE: Duration = Duration::from_millis(50);
@@ -58,26 +57,13 @@ pub(crate) fn wait_until(
             },
         };
         let set = py.detach(|| {
+            let lent = pool::Lent::lend();
             let set = signal.wait_for(slice);
-            if pool::abandoned_at_exit() {
-                // A daemon thread while the interpreter exits: attaching again could end it
-                // inside Rust frames, and what it waits for is moot. The process is ending.
-                loop {
-                    std::thread::park();
-                }
-            }
+            lent.resume();
             set
         });
         if set {
             return Ok(true);
-        }
-        if pool::shutting_down() && pool::in_flight_here() {
-            // A pool thread (it holds off finalization, so it may attach): the atexit hook waits
-            // for it, and what it waits for may never come, since no new step starts now. Any
-            // other thread parks in its next slice.
-            return Err(FastLcelError::new_err(
-                "the interpreter is shutting down; fastlcel stopped waiting",
-            ));
         }
         py.check_signals()?;
     }

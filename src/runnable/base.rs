@@ -15,26 +15,64 @@ use super::limited::{self, LimitedNode};
 use super::passthrough::{Assign, Pick};
 use super::sequence::{Sequence, SequenceNode};
 use super::timeout::{self, TimeoutNode};
-use super::{collect_inputs, fallbacks, retry, whole, Args, Calls, Step};
+use super::{collect_inputs, fallbacks, retry, Args, Calls, Step};
 use crate::config::{BatchConfig, Policy, RunConfig};
 use crate::exec::context::Context;
 use crate::exec::coro::{block_on, Coroutine, StepFuture};
 use crate::exec::stream::{as_completed, ChunkAsyncIterator, ChunkIterator, Chunks};
 use crate::exec::{fan_out, Caller, Collect, Cost, FanOpts, Kind};
 
+/// How a runnable streams (langchain_core's shapes of `transform`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Streaming {
+    /// It needs its whole input: the input chunks are added up, then `stream_value` (by default
+    /// its output as one chunk).
+    Whole,
+    /// It transforms the stream chunk by chunk (`transform`), reading its input as
+    /// langchain_core's `_transform_stream_with_config` does.
+    Transform,
+    /// It streams as the runnable it wraps does, with no run of its own (`transform`).
+    Delegate,
+}
+
 /// What a runnable does. Each kind of runnable is one implementation, in a file of its own,
 /// written once for both kinds of caller: `mode` says how to wait (see `exec::Caller`), and
-/// exec has already placed the call where it may wait that way.
+/// exec has already placed the call where it may wait that way. Runs of the callback system
+/// are opened around it by `trace` (a node only passes its children their configs, tagged).
 pub(crate) trait Node: Send + Sync + 'static {
     /// How it is implemented, for exec to place it.
     fn kind(&self) -> Kind;
     /// Its output for `input`, run `mode`'s way right where the future is polled. Nothing runs
     /// before the first poll.
     fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture;
-    /// Its output chunks for a stream of input chunks, `mode`'s way. By default, as
-    /// langchain_core's `Runnable.transform`: the input's sum, run, as one chunk.
-    fn stream(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
-        whole(input, mode, move |value| self.run(value, args, mode))
+    /// How it streams.
+    fn streaming(&self) -> Streaming {
+        Streaming::Whole
+    }
+    /// Its output chunks for a stream of input chunks, `mode`'s way (`Transform`, `Delegate`).
+    fn transform(self: Arc<Self>, _input: Chunks, _args: Args, mode: Caller) -> Chunks {
+        Chunks::failed(
+            crate::errors::FastLcelError::new_err(
+                "fastlcel internal error: transform of a runnable that does not transform",
+            ),
+            mode,
+        )
+    }
+    /// Its output chunks for its whole input (`Whole`): by default its output, as one chunk.
+    fn stream_value(self: Arc<Self>, value: Py<PyAny>, args: Args, mode: Caller) -> Chunks {
+        let stream = async_stream::stream! {
+            yield self.run(value, args, mode).await;
+        };
+        Chunks::made_by(Box::pin(stream), mode)
+    }
+    /// Whether a call (invoke) opens a run of its own (fastlcel's wrappers do not: the
+    /// runnable they wrap does).
+    fn opens_run(&self) -> bool {
+        true
+    }
+    /// Whether its stream (`Transform`, `Whole`) opens a run of its own.
+    fn stream_opens_run(&self) -> bool {
+        self.opens_run()
     }
     /// A gather's fast path: the user's own awaitable for `input`, where running it is all
     /// there is to the step (finished by [`Self::followup`]).
@@ -162,7 +200,7 @@ impl Runnable {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let (calls, opts) = batch_calls(slf, inputs, config, return_exceptions, kwargs)?;
+        let (calls, opts) = batch_calls(slf, inputs, config, return_exceptions, kwargs, true)?;
         let values = block_on(fan_out(Arc::new(calls), opts, Caller::Thread))?;
         Collect::List.build(py, values)
     }
@@ -175,7 +213,7 @@ impl Runnable {
         return_exceptions: bool,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Coroutine> {
-        let (calls, opts) = batch_calls(slf, inputs, config, return_exceptions, kwargs)?;
+        let (calls, opts) = batch_calls(slf, inputs, config, return_exceptions, kwargs, true)?;
         Ok(Coroutine::new(Box::pin(async move {
             let values = fan_out(Arc::new(calls), opts, Caller::Loop).await?;
             Python::attach(|py| Collect::List.build(py, values))
@@ -333,7 +371,7 @@ impl Runnable {
         return_exceptions: bool,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<ChunkIterator> {
-        let (calls, opts) = batch_calls(slf, inputs, config, return_exceptions, kwargs)?;
+        let (calls, opts) = batch_calls(slf, inputs, config, return_exceptions, kwargs, false)?;
         ChunkIterator::new(
             slf.py(),
             as_completed(Arc::new(calls), opts, Caller::Thread),
@@ -349,8 +387,74 @@ impl Runnable {
         return_exceptions: bool,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<ChunkAsyncIterator> {
-        let (calls, opts) = batch_calls(slf, inputs, config, return_exceptions, kwargs)?;
+        let (calls, opts) = batch_calls(slf, inputs, config, return_exceptions, kwargs, false)?;
         ChunkAsyncIterator::new(slf.py(), as_completed(Arc::new(calls), opts, Caller::Loop))
+    }
+
+    /// langchain_core's `astream_events` (versions "v1" and "v2"): the events of this call's
+    /// runs, as langchain_core reports them.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn astream_events<'py>(
+        slf: &Bound<'py, Self>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        // As langchain_core's own dispatch (its helpers are called on `self`).
+        let py = slf.py();
+        let version = match kwargs {
+            Some(kwargs) => kwargs.get_item("version")?,
+            None => None,
+        };
+        if version.is_some_and(|v| v.eq("v3").unwrap_or(false)) {
+            return langchain_method(
+                slf,
+                "_astream_events_v3_unsupported",
+                &PyTuple::empty(py),
+                None,
+            );
+        }
+        langchain_method(slf, "_astream_events_v1_v2", args, kwargs)
+    }
+
+    /// langchain_core's `stream_events`.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn stream_events<'py>(
+        slf: &Bound<'py, Self>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        langchain_method(slf, "stream_events", args, kwargs)
+    }
+
+    /// langchain_core's `astream_log`: the run log of this call, as JSON patches.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn astream_log<'py>(
+        slf: &Bound<'py, Self>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        langchain_method(slf, "astream_log", args, kwargs)
+    }
+
+    /// langchain_core's `with_listeners`: this runnable with functions called when its runs
+    /// start, end and fail.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn with_listeners<'py>(
+        slf: &Bound<'py, Self>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        langchain_method(slf, "with_listeners", args, kwargs)
+    }
+
+    /// langchain_core's `with_alisteners`: `with_listeners` with async functions.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn with_alisteners<'py>(
+        slf: &Bound<'py, Self>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        langchain_method(slf, "with_alisteners", args, kwargs)
     }
 
     /// A runnable that retries this one on failure (langchain_core's names and defaults).
@@ -434,17 +538,36 @@ impl Runnable {
     }
 }
 
+/// langchain_core's `Runnable.<name>` called on `slf`: the methods that only observe runs
+/// (events, logs, listeners) are langchain_core's own, fed by the runs fastlcel opens.
+fn langchain_method<'py>(
+    slf: &Bound<'py, Runnable>,
+    name: &str,
+    args: &Bound<'py, PyTuple>,
+    kwargs: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = slf.py();
+    let method = super::trace::langchain_method(py, name)?;
+    let all: Vec<Bound<'py, PyAny>> = std::iter::once(slf.as_any().clone())
+        .chain(args.iter())
+        .collect();
+    let all = PyTuple::new(py, all)?;
+    method.call(all, kwargs)
+}
+
 /// The runnable a call runs (under its config's policy keys) and its arguments.
 fn call(
     slf: &Bound<'_, Runnable>,
     config: Option<&Bound<'_, PyAny>>,
     kwargs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<(Step, Args)> {
-    let config = Arc::new(RunConfig::parse(config)?);
+    let config = Arc::new(RunConfig::for_call(slf.py(), config)?);
     let target = with_config_policy(slf, [&config.policy])?;
     let args = Args {
         config,
         kwargs: kwargs_of(kwargs),
+        run: None,
+        batched: false,
     };
     Ok((Step::Native(target.unbind()), args))
 }
@@ -458,8 +581,10 @@ fn stream_of(
     caller: Caller,
 ) -> PyResult<Chunks> {
     let args = Args {
-        config: Arc::new(RunConfig::parse(config)?),
+        config: Arc::new(RunConfig::for_call(slf.py(), config)?),
         kwargs: kwargs_of(kwargs),
+        run: None,
+        batched: false,
     };
     Ok(Step::Native(slf.clone().unbind()).stream(input, args, caller))
 }
@@ -502,15 +627,17 @@ fn rebind<'py>(
 }
 
 /// The calls of `batch` and its kin: this runnable on every input, and the fan-out's options.
+/// `batched`: the items are a `batch`'s (langchain_core's `batch_as_completed` invokes them).
 fn batch_calls(
     slf: &Bound<'_, Runnable>,
     inputs: &Bound<'_, PyAny>,
     config: Option<&Bound<'_, PyAny>>,
     return_exceptions: bool,
     kwargs: Option<&Bound<'_, PyDict>>,
+    batched: bool,
 ) -> PyResult<(Calls, FanOpts)> {
     let inputs = collect_inputs(inputs)?;
-    let configs = BatchConfig::parse(config, inputs.len())?;
+    let configs = BatchConfig::parse(slf.py(), config, inputs.len())?;
     let opts = FanOpts {
         max_concurrency: configs.max_concurrency(),
         return_exceptions,
@@ -521,6 +648,7 @@ fn batch_calls(
         inputs,
         configs,
         kwargs: kwargs_of(kwargs),
+        batched,
     };
     Ok((calls, opts))
 }

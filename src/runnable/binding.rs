@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::PyTraverseError;
 
-use super::base::{Node, Runnable};
+use super::base::{Node, Runnable, Streaming};
 use super::{Args, Step};
 use crate::exec::coro::StepFuture;
 use crate::exec::stream::Chunks;
@@ -36,6 +36,8 @@ impl BindingNode {
             Ok(Args {
                 config,
                 kwargs: Some(Arc::new(kwargs.unbind())),
+                run: None,
+                batched: args.batched,
             })
         })
     }
@@ -54,7 +56,16 @@ impl Node for BindingNode {
         }
     }
 
-    fn stream(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+    /// Transparent: the bound runnable's run is the call's (as langchain_core's RunnableBinding).
+    fn opens_run(&self) -> bool {
+        false
+    }
+
+    fn streaming(&self) -> Streaming {
+        Streaming::Delegate
+    }
+
+    fn transform(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
         match self.args(&args) {
             Ok(args) => self.bound.here().stream(input, args, mode),
             Err(err) => Chunks::failed(err, mode),

@@ -13,7 +13,7 @@ use pyo3::{PyClassInitializer, PyTraverseError};
 use super::base::{Node, Runnable};
 use super::{describe, Args, Step};
 use crate::exec::coro::StepFuture;
-use crate::exec::stream::{accumulate, Chunks};
+use crate::exec::stream::Chunks;
 use crate::exec::{Caller, Kind};
 
 pub(crate) struct BranchNode {
@@ -31,17 +31,35 @@ impl BranchNode {
 }
 
 impl BranchNode {
-    /// The runnable to run on `input`: the first whose condition holds, else the default.
-    async fn choose(&self, input: &Py<PyAny>, args: &Args, mode: Caller) -> PyResult<&Step> {
-        for (condition, runnable) in &self.branches {
-            let input = Python::attach(|py| input.clone_ref(py));
-            let holds = condition.run(input, args.config_only(), mode).await?;
+    /// The runnable to run on `input` and its arguments: the first whose condition holds (runs
+    /// tagged `condition:<n>` and `branch:<n>`), else the default (`branch:default`).
+    async fn choose(
+        &self,
+        input: &Py<PyAny>,
+        args: &Args,
+        mode: Caller,
+    ) -> PyResult<(&Step, Args)> {
+        for (i, (condition, runnable)) in self.branches.iter().enumerate() {
+            let (input, condition_args) = Python::attach(|py| {
+                let tag = format!("condition:{}", i + 1);
+                args.child(py, Some(&tag)).map(|a| (input.clone_ref(py), a))
+            })?;
+            let holds = condition.run(input, condition_args, mode).await?;
             if Python::attach(|py| holds.bind(py).is_truthy())? {
-                return Ok(runnable);
+                let tag = format!("branch:{}", i + 1);
+                return Ok((runnable, branch_args(args, &tag)?));
             }
         }
-        Ok(&self.default)
+        Ok((&self.default, branch_args(args, "branch:default")?))
     }
+}
+
+/// The chosen runnable's arguments: a child of the run tagged `tag`, with the call's keyword
+/// arguments.
+fn branch_args(args: &Args, tag: &str) -> PyResult<Args> {
+    let mut child = Python::attach(|py| args.child(py, Some(tag)))?;
+    child.kwargs = args.kwargs.clone();
+    Ok(child)
 }
 
 impl Node for BranchNode {
@@ -51,30 +69,22 @@ impl Node for BranchNode {
 
     fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
         Box::pin(async move {
-            let chosen = self.choose(&input, &args, mode).await?;
-            chosen.run(input, args, mode).await
+            let (chosen, chosen_args) = self.choose(&input, &args, mode).await?;
+            chosen.run(input, chosen_args, mode).await
         })
     }
 
-    /// The chosen runnable's chunks, once the input is whole (langchain_core's RunnableBranch).
-    fn stream(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+    /// The chosen runnable's chunks (langchain_core's RunnableBranch.stream).
+    fn stream_value(self: Arc<Self>, value: Py<PyAny>, args: Args, mode: Caller) -> Chunks {
         let stream = async_stream::stream! {
-            let value = match accumulate(input).await {
-                Ok(Some(value)) => value,
-                Ok(None) => return,
-                Err(err) => {
-                    yield Err(err);
-                    return;
-                }
-            };
-            let chosen = match self.choose(&value, &args, mode).await {
+            let (chosen, chosen_args) = match self.choose(&value, &args, mode).await {
                 Ok(chosen) => chosen,
                 Err(err) => {
                     yield Err(err);
                     return;
                 }
             };
-            let mut chunks = chosen.stream(Chunks::once(value), args.clone(), mode);
+            let mut chunks = chosen.stream(Chunks::once(value), chosen_args, mode);
             while let Some(chunk) = futures_util::StreamExt::next(&mut chunks.stream).await {
                 yield chunk;
             }

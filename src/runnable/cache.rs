@@ -363,6 +363,11 @@ impl Node for CachedNode {
         Kind::awaited_around([self.inner.kind()])
     }
 
+    /// A fastlcel wrapper: the runnable it wraps opens the run.
+    fn opens_run(&self) -> bool {
+        false
+    }
+
     fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
         Box::pin(async move {
             let key = Python::attach(|py| self.key(input.bind(py)).map(Bound::unbind))?;

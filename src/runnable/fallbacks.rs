@@ -20,7 +20,7 @@ use super::base::{Node, Runnable};
 use super::{describe, exception_types, Args, Step};
 use crate::config::type_name;
 use crate::exec::coro::StepFuture;
-use crate::exec::stream::{accumulate, Chunks};
+use crate::exec::stream::Chunks;
 use crate::exec::{Caller, Kind};
 
 pub(crate) struct FallbacksNode {
@@ -69,6 +69,26 @@ impl FallbacksNode {
     }
 }
 
+/// An invoked attempt's arguments, as langchain_core's RunnableWithFallbacks gives them: the
+/// caller's own config, read over the run's child config (`ensure_config` under
+/// `set_config_context(child_config)`). So an attempt is a child of the fallbacks run unless the
+/// caller's config names callbacks, and in a batch, where each attempt is a child of the item's
+/// run.
+fn attempt_args(py: Python<'_>, args: &Args) -> PyResult<Args> {
+    let callers_callbacks = args
+        .config
+        .get(py, "callbacks")?
+        .is_some_and(|c| !c.is_none());
+    let mut attempt = if args.batched || !callers_callbacks {
+        args.child(py, None)?
+    } else {
+        args.config_only()
+    };
+    attempt.kwargs = args.kwargs.clone();
+    attempt.batched = args.batched;
+    Ok(attempt)
+}
+
 impl Node for FallbacksNode {
     fn kind(&self) -> Kind {
         Step::wrapper_kind(&self.steps)
@@ -80,9 +100,11 @@ impl Node for FallbacksNode {
             let mut first_error: Option<PyErr> = None;
             let mut last_error: Option<PyErr> = None;
             for step in &self.steps {
-                let attempt =
-                    Python::attach(|py| self.attempt_input(py, &input, last_error.as_ref()))?;
-                match step.run(attempt, args.clone(), mode).await {
+                let (attempt, attempt_args) = Python::attach(|py| {
+                    let attempt = self.attempt_input(py, &input, last_error.as_ref())?;
+                    Ok::<_, PyErr>((attempt, attempt_args(py, &args)?))
+                })?;
+                match step.run(attempt, attempt_args, mode).await {
                     Ok(value) => return Ok(value),
                     Err(err) if Python::attach(|py| self.handles(py, &err)) => {
                         if first_error.is_none() {
@@ -97,18 +119,10 @@ impl Node for FallbacksNode {
         })
     }
 
-    /// As langchain_core's RunnableWithFallbacks: once the input is whole, each runnable's
-    /// stream in turn until one gives its first chunk; that one is streamed to its end.
-    fn stream(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+    /// As langchain_core's RunnableWithFallbacks.stream: each runnable's stream in turn until
+    /// one gives its first chunk; that one is streamed to its end.
+    fn stream_value(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> Chunks {
         let stream = async_stream::stream! {
-            let input = match accumulate(input).await {
-                Ok(Some(value)) => value,
-                Ok(None) => return,
-                Err(err) => {
-                    yield Err(err);
-                    return;
-                }
-            };
             if let Err(err) = Python::attach(|py| self.check_input(py, &input)) {
                 yield Err(err);
                 return;
@@ -123,7 +137,18 @@ impl Node for FallbacksNode {
                         return;
                     }
                 };
-                let mut chunks = step.stream(Chunks::once(attempt), args.clone(), mode);
+                // Streamed, each attempt is a child of the run.
+                let attempt_args = match Python::attach(|py| args.child(py, None)) {
+                    Ok(mut child) => {
+                        child.kwargs = args.kwargs.clone();
+                        child
+                    }
+                    Err(err) => {
+                        yield Err(err);
+                        return;
+                    }
+                };
+                let mut chunks = step.stream(Chunks::once(attempt), attempt_args, mode);
                 match futures_util::StreamExt::next(&mut chunks.stream).await {
                     None => return,
                     Some(Ok(first)) => {

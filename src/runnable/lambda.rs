@@ -14,9 +14,10 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
 use pyo3::{intern, PyClassInitializer, PyTraverseError};
 
-use super::base::{Node, Runnable};
-use super::{describe, may_be_runnable, returned_runnable, Args, Step};
-use crate::exec::coro::{py_await, StepFuture};
+use super::base::{Node, Runnable, Streaming};
+use super::{describe, may_be_runnable, returned_runnable, trace, Args, Here, Step};
+use crate::exec::context;
+use crate::exec::coro::{py_await_in, StepFuture};
 use crate::exec::external::Executor;
 use crate::exec::stream::{accumulate, Accumulator, ChunkAsyncIterator, ChunkIterator, Chunks};
 use crate::exec::{aio, bridge, Caller, Kind};
@@ -26,6 +27,8 @@ pub(crate) struct Func {
     func: Py<PyAny>,
     /// It has a parameter named `config`: it receives the call's config dict.
     takes_config: bool,
+    /// It has a parameter named `run_manager`: in a traced call it receives its run's manager.
+    takes_run_manager: bool,
     /// A generator function: `invoke` returns the sum (`+`) of its chunks, as langchain's does.
     generator: bool,
     /// An async generator function (or an object whose `__call__` is one).
@@ -37,35 +40,77 @@ impl Func {
         let py = func.py();
         Ok(Self {
             func: func.clone().unbind(),
-            takes_config: takes_config(func)?,
+            takes_config: has_parameter(func, "config")?,
+            takes_run_manager: has_parameter(func, "run_manager")?,
             generator: inspect(py, "isgeneratorfunction", func)?,
             async_generator: is_async_generator(func)?,
         })
     }
 
     /// Calls it on `input` with the call's keyword arguments, and the config if it takes one.
+    ///
+    /// In a traced call it runs as langchain_core's `call_func_with_variable_args` inside
+    /// `set_config_context`: its config is a child of the run, it gets the run's manager if it
+    /// takes one, and its code runs in a context holding that config (config-less runnables and
+    /// `@traceable` functions called inside nest under the run); the returned `ctx` is where a
+    /// generator or coroutine it made must be resumed.
     pub(crate) fn call<'py>(
         &self,
         py: Python<'py>,
         input: &Bound<'py, PyAny>,
         args: &Args,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<Called<'py>> {
         let func = self.func.bind(py);
-        let extra = args.kwargs(py);
-        let kwargs = match (self.takes_config, extra) {
-            (false, None) => return func.call1((input,)),
-            (false, Some(extra)) => extra.copy()?,
-            (true, extra) => {
-                let kwargs = extra.map_or_else(|| Ok(PyDict::new(py)), |e| e.copy())?;
-                kwargs.set_item(intern!(py, "config"), args.config.to_dict(py)?)?;
-                kwargs
-            }
+        let child = match &args.run {
+            Some(_) => Some(args.child(py, None)?),
+            None => None,
         };
-        func.call((input,), Some(&kwargs))
+        let ctx = match &child {
+            Some(child) => trace::user_context(py, child)?,
+            None => None,
+        };
+        let run_manager = args
+            .run
+            .as_ref()
+            .filter(|_| self.takes_run_manager)
+            .map(|run| run.manager(py));
+        let extra = args.kwargs(py);
+        let call = || {
+            if !self.takes_config && run_manager.is_none() && extra.is_none() {
+                return func.call1((input,));
+            }
+            let kwargs = extra.map_or_else(|| Ok(PyDict::new(py)), |e| e.copy())?;
+            if self.takes_config {
+                let config = child.as_ref().map_or(&args.config, |c| &c.config);
+                kwargs.set_item(intern!(py, "config"), config.to_dict(py)?)?;
+            }
+            if let Some(run_manager) = run_manager {
+                kwargs.set_item(intern!(py, "run_manager"), run_manager)?;
+            }
+            func.call((input,), Some(&kwargs))
+        };
+        let output = match &ctx {
+            Some(ctx) => context::enter(ctx, call)?,
+            None => call()?,
+        };
+        Ok(Called { output, ctx })
     }
 
     pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.func)
+    }
+}
+
+/// What calling a function gave.
+pub(crate) struct Called<'py> {
+    pub(crate) output: Bound<'py, PyAny>,
+    /// The context its code runs in (a traced call's), to resume what it returned in.
+    pub(crate) ctx: Option<Bound<'py, PyAny>>,
+}
+
+impl Called<'_> {
+    fn ctx(&self) -> Option<Py<PyAny>> {
+        self.ctx.as_ref().map(|c| c.clone().unbind())
     }
 }
 
@@ -109,15 +154,21 @@ impl LambdaNode {
             .func
             .as_ref()
             .ok_or_else(|| self.no_sync_function(py))?;
-        let output = func.call(py, input.bind(py), args)?;
+        let called = func.call(py, input.bind(py), args)?;
         if !func.generator {
-            return Ok(output.unbind());
+            return Ok(called.output.unbind());
         }
-        let mut acc = Accumulator::new(false);
-        for chunk in output.try_iter()? {
-            acc.add(py, chunk?.unbind())?;
+        let sum = || {
+            let mut acc = Accumulator::new(false);
+            for chunk in called.output.try_iter()? {
+                acc.add(py, chunk?.unbind())?;
+            }
+            Ok(acc.value(py)?.unwrap_or_else(|| py.None()))
+        };
+        match &called.ctx {
+            Some(ctx) => context::enter(ctx, sum),
+            None => sum(),
         }
-        Ok(acc.value().unwrap_or_else(|| py.None()))
     }
 
     /// The async function's output on `input`, awaited; an async generator's chunks added up.
@@ -130,12 +181,16 @@ impl LambdaNode {
                 ))
             }));
         };
-        let made = Python::attach(|py| afunc.call(py, input.bind(py), args).map(Bound::unbind))?;
+        let (made, ctx) = Python::attach(|py| {
+            afunc
+                .call(py, input.bind(py), args)
+                .map(|c| (c.output.clone().unbind(), c.ctx()))
+        })?;
         if afunc.async_generator {
-            let total = accumulate(Chunks::from_aiter(made)).await?;
+            let total = accumulate(Chunks::from_aiter_in(made, ctx)).await?;
             return Ok(total.unwrap_or_else(|| Python::attach(|py| py.None())));
         }
-        py_await(made).await
+        py_await_in(made, ctx).await
     }
 
     /// Whether this call runs the sync function: on a thread, or an inline one anywhere.
@@ -176,8 +231,9 @@ impl LambdaNode {
                 input.bind(py).repr()?
             )));
         }
-        let child = args.config.with_recursion_limit(py, limit - 1)?;
-        Ok(Some((step, Args::new(Arc::new(child)))))
+        let child = args.child(py, None)?;
+        let config = child.config.with_recursion_limit(py, limit - 1)?;
+        Ok(Some((step, Args::new(Arc::new(config)))))
     }
 
     /// The Lambda's output once its function returned `output`.
@@ -202,12 +258,13 @@ impl LambdaNode {
                 match (mode, &self.func, &self.afunc) {
                     (Caller::Thread, Some(func), _) => {
                         let chunks = Py::new(py, ChunkIterator::bare(input))?;
-                        Chunks::from_iterable(&func.call(py, chunks.bind(py).as_any(), &args)?)
+                        let called = func.call(py, chunks.bind(py).as_any(), &args)?;
+                        Chunks::from_iterable_in(&called.output, called.ctx())
                     }
                     (Caller::Loop, _, Some(afunc)) => {
                         let chunks = Py::new(py, ChunkAsyncIterator::bare(input))?;
-                        let output = afunc.call(py, chunks.bind(py).as_any(), &args)?;
-                        Ok(Chunks::from_aiter(output.unbind()))
+                        let called = afunc.call(py, chunks.bind(py).as_any(), &args)?;
+                        Ok(Chunks::from_aiter_in(called.output.clone().unbind(), called.ctx()))
                     }
                     _ => Err(self.no_sync_function(py)),
                 }
@@ -243,11 +300,11 @@ impl LambdaNode {
             let output = if streams {
                 let made = Python::attach(|py| -> PyResult<Chunks> {
                     let func = func.as_ref().expect("checked just above");
-                    let output = func.call(py, value.bind(py), &args)?;
+                    let called = func.call(py, value.bind(py), &args)?;
                     if sync {
-                        Chunks::from_iterable(&output)
+                        Chunks::from_iterable_in(&called.output, called.ctx())
                     } else {
-                        Ok(Chunks::from_aiter(output.unbind()))
+                        Ok(Chunks::from_aiter_in(called.output.clone().unbind(), called.ctx()))
                     }
                 });
                 let mut chunks = match made {
@@ -274,7 +331,13 @@ impl LambdaNode {
                         }
                     }
                 }
-                acc.value()
+                match Python::attach(|py| acc.value(py)) {
+                    Ok(value) => value,
+                    Err(err) => {
+                        yield Err(err);
+                        return;
+                    }
+                }
             } else {
                 match self.call(&value, &args, mode).await {
                     Ok(output) => Some(output),
@@ -360,9 +423,9 @@ impl LambdaNode {
                 "it has an `afunc`, which the executor would never run (ainvoke sends `func` \
                  to the executor too); drop it",
             ),
-            (Some(f), None) if f.takes_config => Some(
-                "its function takes `config`, which holds callbacks and other live objects \
-                 that cannot be sent to another process",
+            (Some(f), None) if f.takes_config || f.takes_run_manager => Some(
+                "its function takes `config` or `run_manager`, which hold callbacks and other \
+                 live objects that cannot be sent to another process",
             ),
             (Some(f), None) if f.generator => {
                 Some("a generator function's chunks cannot cross one by one; return a list instead")
@@ -417,8 +480,8 @@ impl Node for LambdaNode {
 
     fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
         if self.kind == LambdaKind::Generator {
-            // RunnableGenerator.invoke: its chunks added up with `+`.
-            let chunks = self.generate(Chunks::once(input), args, mode);
+            // RunnableGenerator.invoke: the chunks of its stream (its run) added up with `+`.
+            let chunks = Here::Node(self).stream(Chunks::once(input), args, mode);
             return Box::pin(sum(chunks));
         }
         Box::pin(async move {
@@ -427,7 +490,20 @@ impl Node for LambdaNode {
         })
     }
 
-    fn stream(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+    /// A Generator's run is its stream's (its invoke adds up the chunks outside of it).
+    fn opens_run(&self) -> bool {
+        self.kind != LambdaKind::Generator
+    }
+
+    fn stream_opens_run(&self) -> bool {
+        true
+    }
+
+    fn streaming(&self) -> Streaming {
+        Streaming::Transform
+    }
+
+    fn transform(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
         if self.kind == LambdaKind::Generator {
             self.generate(input, args, mode)
         } else {
@@ -443,13 +519,23 @@ impl Node for LambdaNode {
         input: &Bound<'py, PyAny>,
         args: &Args,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        if let (Some(executor), Some(func)) = (&self.executor, &self.func) {
-            let kwargs = args.kwargs(input.py()).map(|k| k.clone().unbind());
-            return executor.awaitable(&func.func, input, kwargs).map(Some);
+        match (&self.executor, &self.func) {
+            // A traced call runs in its run: not the fast path.
+            (Some(_), _) if args.config.traced => return Ok(None),
+            (Some(executor), Some(func)) => {
+                let kwargs = args.kwargs(input.py()).map(|k| k.clone().unbind());
+                return executor.awaitable(&func.func, input, kwargs).map(Some);
+            }
+            _ => {}
         }
         match &self.afunc {
-            Some(afunc) if self.kind == LambdaKind::Function && !afunc.async_generator => {
-                afunc.call(input.py(), input, args).map(Some)
+            // A traced call runs in its run: not the fast path.
+            Some(afunc)
+                if self.kind == LambdaKind::Function
+                    && !afunc.async_generator
+                    && !args.config.traced =>
+            {
+                afunc.call(input.py(), input, args).map(|c| Some(c.output))
             }
             _ => Ok(None),
         }
@@ -649,15 +735,14 @@ fn is_async_callable(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     }
 }
 
-/// Whether `func` has a parameter named `config` (langchain_core's `accepts_config`).
-fn takes_config(func: &Bound<'_, PyAny>) -> PyResult<bool> {
+/// Whether `func` has a parameter named `name` (langchain_core's `accepts_config`,
+/// `accepts_run_manager`).
+fn has_parameter(func: &Bound<'_, PyAny>, name: &str) -> PyResult<bool> {
     let py = func.py();
     static SIGNATURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let signature = SIGNATURE.import(py, "inspect", "signature")?;
     match signature.call1((func,)) {
-        Ok(sig) => sig
-            .getattr(intern!(py, "parameters"))?
-            .contains(intern!(py, "config")),
+        Ok(sig) => sig.getattr(intern!(py, "parameters"))?.contains(name),
         // Builtins and some C callables have no signature: they take no config.
         Err(_) => Ok(false),
     }

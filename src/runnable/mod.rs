@@ -16,7 +16,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyT
 use pyo3::{intern, PyTraverseError};
 
 use crate::config::{type_name, BatchConfig, RunConfig};
-use crate::exec::coro::{py_await, StepFuture};
+use crate::exec::coro::{py_await_in, StepFuture};
 use crate::exec::stream::{accumulate, dispatch_stream, ChunkAsyncIterator, ChunkIterator, Chunks};
 use crate::exec::{dispatch, Caller, Cost, Kind, Work};
 
@@ -32,8 +32,9 @@ mod passthrough;
 mod retry;
 mod sequence;
 mod timeout;
+pub(crate) mod trace;
 
-pub(crate) use base::{Node, Runnable};
+pub(crate) use base::{Node, Runnable, Streaming};
 use binding::Binding;
 use branch::Branch;
 use cache::Cached;
@@ -41,6 +42,7 @@ use lambda::{is_generator_function, Generator, Lambda, LambdaKind};
 use parallel::Parallel;
 use passthrough::{Assign, Passthrough, Pick};
 use sequence::Sequence;
+use trace::Run;
 
 /// What a call of a step carries besides its input.
 #[derive(Clone)]
@@ -48,6 +50,11 @@ pub(crate) struct Args {
     pub(crate) config: Arc<RunConfig>,
     /// Keyword arguments for a function (`bind(...)`, `invoke(x, config, **kwargs)`).
     pub(crate) kwargs: Option<Arc<Py<PyDict>>>,
+    /// The run this call is in (its node's own), if traced: its children's configs come from it.
+    pub(crate) run: Option<Arc<Run>>,
+    /// The call is an item of a batch, as langchain_core's `batch` makes it: it traces some
+    /// runnables differently (RunnableWithFallbacks' attempts are children of its run).
+    pub(crate) batched: bool,
 }
 
 impl Args {
@@ -55,12 +62,38 @@ impl Args {
         Self {
             config,
             kwargs: None,
+            run: None,
+            batched: false,
         }
     }
 
-    /// The same config without keyword arguments: what the steps inside a composite get.
+    /// The same config without keyword arguments, outside the run (what langchain_core gives
+    /// the steps it calls with the caller's own config).
     pub(crate) fn config_only(&self) -> Self {
         Self::new(Arc::clone(&self.config))
+    }
+
+    /// These arguments inside `run`.
+    pub(crate) fn within(&self, run: &Arc<Run>) -> Self {
+        Self {
+            config: Arc::clone(&self.config),
+            kwargs: self.kwargs.clone(),
+            run: Some(Arc::clone(run)),
+            batched: self.batched,
+        }
+    }
+
+    /// A child step's arguments (no keyword arguments): in a traced call, its config's callbacks
+    /// are the run's child manager tagged `tag` (langchain_core's
+    /// `patch_config(config, callbacks=run_manager.get_child(tag))`).
+    pub(crate) fn child(&self, py: Python<'_>, tag: Option<&str>) -> PyResult<Self> {
+        match &self.run {
+            None => Ok(self.config_only()),
+            Some(run) => {
+                let callbacks = run.child_callbacks(py, tag)?;
+                Ok(Self::new(Arc::new(self.config.with_callbacks(&callbacks)?)))
+            }
+        }
     }
 
     pub(crate) fn kwargs<'py>(&self, py: Python<'py>) -> Option<&Bound<'py, PyDict>> {
@@ -237,30 +270,38 @@ pub(crate) enum Here {
 }
 
 impl Here {
-    /// Runs `mode`'s way, right here.
+    /// Runs `mode`'s way, right here (a fastlcel runnable in its run, if traced).
     pub(crate) fn run(self, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
         let (obj, has_invoke) = match self {
-            Here::Node(node) => return node.run(input, args, mode),
+            Here::Node(node) => return trace::run(node, input, args, mode),
             Here::Foreign { obj, has_invoke } => (obj, has_invoke),
         };
         Box::pin(async move {
             let sync = mode == Caller::Thread && has_invoke;
-            let output = Python::attach(|py| -> PyResult<Py<PyAny>> {
+            // langchain_core calls a step in a context holding its config (`set_config_context`).
+            let (output, ctx) = Python::attach(|py| -> PyResult<(Py<PyAny>, Option<Py<PyAny>>)> {
                 let method = if sync {
                     intern!(py, "invoke")
                 } else {
                     intern!(py, "ainvoke")
                 };
                 let config = args.config.to_dict(py)?;
-                Ok(obj
-                    .bind(py)
-                    .call_method(method, (input, config), args.kwargs(py))?
-                    .unbind())
+                let ctx = trace::user_context(py, &args)?;
+                let call = || {
+                    obj.bind(py)
+                        .call_method(method, (input, config), args.kwargs(py))
+                        .map(Bound::unbind)
+                };
+                let output = match &ctx {
+                    Some(ctx) => crate::exec::context::enter(ctx, call)?,
+                    None => call()?,
+                };
+                Ok((output, ctx.map(Bound::unbind)))
             })?;
             if sync {
                 Ok(output)
             } else {
-                py_await(output).await
+                py_await_in(output, ctx).await
             }
         })
     }
@@ -269,7 +310,13 @@ impl Here {
     /// `atransform`) if it has one.
     pub(crate) fn stream(self, input: Chunks, args: Args, mode: Caller) -> Chunks {
         let (obj, has_invoke) = match self {
-            Here::Node(node) => return node.stream(input, args, mode),
+            Here::Node(node) => {
+                return match node.streaming() {
+                    Streaming::Transform => trace::transform(node, input, args, mode),
+                    Streaming::Whole => trace::whole(node, input, args, mode),
+                    Streaming::Delegate => node.transform(input, args, mode),
+                }
+            }
             Here::Foreign { obj, has_invoke } => (obj, has_invoke),
         };
         let method = match mode {
@@ -279,7 +326,7 @@ impl Here {
         let streams = Python::attach(|py| obj.bind(py).hasattr(method).unwrap_or(false));
         if !streams {
             let here = Here::Foreign { obj, has_invoke };
-            return whole(input, mode, move |value| here.run(value, args, mode));
+            return run_on_sum(input, mode, move |value| here.run(value, args, mode));
         }
         let made = Python::attach(|py| -> PyResult<Chunks> {
             let chunks: Py<PyAny> = match mode {
@@ -301,7 +348,7 @@ impl Here {
 
 /// The stream of a runnable that cannot stream: the sum of its input chunks, run, as one chunk
 /// (langchain_core's default `Runnable.transform`).
-pub(crate) fn whole(
+fn run_on_sum(
     input: Chunks,
     mode: Caller,
     run: impl FnOnce(Py<PyAny>) -> StepFuture + Send + 'static,
@@ -372,18 +419,20 @@ pub(crate) fn exception_types(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Py
 
 /// The calls of one fan-out, as exec sees them.
 pub(crate) enum Calls {
-    /// Every step on the same input (`Parallel`).
+    /// Every step on the same input (`Parallel`), each a child of the run tagged with its key.
     Fan {
         steps: Arc<[Step]>,
+        keys: Arc<[Py<PyString>]>,
         input: Py<PyAny>,
         args: Args,
     },
-    /// One step on many inputs (`batch`).
+    /// One step on many inputs (`batch`, or one call).
     Map {
         step: Arc<Step>,
         inputs: Vec<Py<PyAny>>,
         configs: BatchConfig,
         kwargs: Option<Arc<Py<PyDict>>>,
+        batched: bool,
     },
 }
 
@@ -395,6 +444,7 @@ impl Calls {
             inputs: vec![input],
             configs: BatchConfig::Shared(Arc::clone(&args.config)),
             kwargs: args.kwargs.clone(),
+            batched: args.batched,
         }
     }
 
@@ -405,24 +455,49 @@ impl Calls {
         }
     }
 
-    fn call(&self, py: Python<'_>, i: usize) -> (&Step, Py<PyAny>, Args) {
+    /// Whether item `i` is a traced call.
+    fn traced(&self, i: usize) -> bool {
         match self {
-            Calls::Fan { steps, input, args } => (&steps[i], input.clone_ref(py), args.clone()),
+            Calls::Fan { args, .. } => args.config.traced,
+            Calls::Map { configs, .. } => configs.get(i).traced,
+        }
+    }
+
+    fn call(&self, py: Python<'_>, i: usize) -> PyResult<(&Step, Py<PyAny>, Args)> {
+        Ok(match self {
+            Calls::Fan {
+                steps,
+                keys,
+                input,
+                args,
+            } => (
+                &steps[i],
+                input.clone_ref(py),
+                args.child(py, Some(&map_key(py, &keys[i])))?,
+            ),
             Calls::Map {
                 step,
                 inputs,
                 configs,
                 kwargs,
+                batched,
             } => (
                 step,
                 inputs[i].clone_ref(py),
                 Args {
                     config: Arc::clone(configs.get(i)),
                     kwargs: kwargs.clone(),
+                    run: None,
+                    batched: *batched,
                 },
             ),
-        }
+        })
     }
+}
+
+/// The tag of a Parallel step's run: `map:key:<key>`.
+pub(crate) fn map_key(py: Python<'_>, key: &Py<PyString>) -> String {
+    format!("map:key:{}", key.bind(py))
 }
 
 impl Work for Calls {
@@ -434,16 +509,22 @@ impl Work for Calls {
     }
 
     fn kind(&self, i: usize) -> Kind {
-        self.step(i).kind()
+        match self.step(i).kind() {
+            // A traced call awaits its callbacks: not a step to run on the spot on a loop.
+            Kind::Inline if self.traced(i) => Kind::Async,
+            kind => kind,
+        }
     }
 
     fn run(&self, i: usize, mode: Caller) -> StepFuture {
-        let (step, input, args) = Python::attach(|py| self.call(py, i));
-        step.here().run(input, args, mode)
+        match Python::attach(|py| self.call(py, i)) {
+            Ok((step, input, args)) => step.here().run(input, args, mode),
+            Err(err) => Box::pin(async move { Err(err) }),
+        }
     }
 
     fn awaitable<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let (step, input, args) = self.call(py, i);
+        let (step, input, args) = self.call(py, i)?;
         match step {
             Step::Native(r) => r.get().node.awaitable(input.bind(py), &args),
             Step::Foreign { .. } => Ok(None),
@@ -456,7 +537,7 @@ impl Work for Calls {
         i: usize,
         output: &Bound<'_, PyAny>,
     ) -> PyResult<Option<StepFuture>> {
-        let (step, input, args) = self.call(py, i);
+        let (step, input, args) = self.call(py, i)?;
         match step {
             Step::Native(r) => Arc::clone(&r.get().node).followup(input, args, output),
             Step::Foreign { .. } => Ok(None),

@@ -10,8 +10,8 @@ use crate::errors::{type_error, value_error};
 use pyo3::types::{PyDict, PyString};
 use pyo3::{PyClassInitializer, PyTraverseError};
 
-use super::base::{Node, Runnable};
-use super::{addable_dict, describe, Args, Calls, Step};
+use super::base::{Node, Runnable, Streaming};
+use super::{addable_dict, describe, map_key, Args, Calls, Step};
 use crate::exec::coro::StepFuture;
 use crate::exec::stream::{merge, tee, Chunks};
 use crate::exec::{fan_out, Caller, Collect, FanOpts, Kind};
@@ -95,24 +95,38 @@ impl Node for ParallelNode {
             };
             let calls = Calls::Fan {
                 steps: Arc::clone(&self.steps),
+                keys: Arc::clone(&self.keys),
                 input,
-                args: args.config_only(),
+                args,
             };
             let values = fan_out(Arc::new(calls), opts, mode).await?;
             Python::attach(|py| self.collect(py).build(py, values))
         })
     }
 
+    fn streaming(&self) -> Streaming {
+        Streaming::Transform
+    }
+
     /// One-key dicts, in the order the steps produce chunks; each step transforms its own copy
     /// of the input stream (langchain_core's RunnableParallel).
-    fn stream(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+    fn transform(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
         let copies = tee(input, self.steps.len(), mode);
-        let streams = self
-            .steps
-            .iter()
-            .zip(copies)
-            .map(|(step, copy)| step.stream(copy, args.config_only(), mode))
-            .collect();
+        let streams = Python::attach(|py| {
+            self.steps
+                .iter()
+                .zip(self.keys.iter())
+                .zip(copies)
+                .map(|((step, key), copy)| {
+                    let child = args.child(py, Some(&map_key(py, key)))?;
+                    Ok(step.stream(copy, child, mode))
+                })
+                .collect::<PyResult<Vec<_>>>()
+        });
+        let streams = match streams {
+            Ok(streams) => streams,
+            Err(err) => return Chunks::failed(err, mode),
+        };
         let mut merged = merge(streams, mode);
         let keys = Arc::clone(&self.keys);
         let stream = async_stream::stream! {

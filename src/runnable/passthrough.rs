@@ -12,10 +12,10 @@ use crate::errors::{type_error, value_error};
 use pyo3::types::{PyDict, PyList, PyString};
 use pyo3::{PyClassInitializer, PyTraverseError};
 
-use super::base::{Node, Runnable};
+use super::base::{Node, Runnable, Streaming};
 use super::lambda::Func;
 use super::parallel::{Parallel, ParallelNode};
-use super::{addable_dict, describe, Args, Step};
+use super::{addable_dict, describe, Args, Here};
 use crate::exec::coro::StepFuture;
 use crate::exec::stream::{background, tee, Accumulator, Chunks};
 use crate::exec::{Caller, Kind};
@@ -51,8 +51,12 @@ impl Node for PassthroughNode {
         })
     }
 
+    fn streaming(&self) -> Streaming {
+        Streaming::Transform
+    }
+
     /// The input chunks as they come; then the function, if any, on their sum.
-    fn stream(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+    fn transform(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
         let mut input = input;
         let stream = async_stream::stream! {
             let mut acc = Accumulator::new(false);
@@ -74,7 +78,14 @@ impl Node for PassthroughNode {
                     }
                 }
             }
-            if let (Some(func), Some(value)) = (&self.func, acc.value()) {
+            let value = match Python::attach(|py| acc.value(py)) {
+                Ok(value) => value,
+                Err(err) => {
+                    yield Err(err);
+                    return;
+                }
+            };
+            if let (Some(func), Some(value)) = (&self.func, value) {
                 if let Err(err) = Python::attach(|py| func.call(py, value.bind(py), &args).map(drop)) {
                     yield Err(err);
                 }
@@ -150,11 +161,15 @@ impl Node for AssignNode {
 
     fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
         Box::pin(async move {
-            let mapper = Arc::clone(&self.mapper.get().node);
-            Python::attach(|py| expect_dict(input.bind(py)).map(drop))?;
-            let computed = mapper
-                .run(Python::attach(|py| input.clone_ref(py)), args, mode)
-                .await?;
+            // The mapper runs in its own run, a child of this one (as in langchain_core).
+            let mapper = Here::Node(Arc::clone(&self.mapper.get().node));
+            let (mapper_input, mapper_args) = Python::attach(|py| {
+                expect_dict(input.bind(py))?;
+                let mut child = args.child(py, None)?;
+                child.kwargs = args.kwargs.clone();
+                Ok::<_, PyErr>((input.clone_ref(py), child))
+            })?;
+            let computed = mapper.run(mapper_input, mapper_args, mode).await?;
             Python::attach(|py| {
                 let out = expect_dict(input.bind(py))?.copy()?;
                 out.update(computed.bind(py).cast::<PyDict>()?.as_mapping())?;
@@ -163,16 +178,24 @@ impl Node for AssignNode {
         })
     }
 
+    fn streaming(&self) -> Streaming {
+        Streaming::Transform
+    }
+
     /// The input chunks less the keys the mapper computes, as they come; then the mapper's
     /// chunks (langchain_core's RunnableAssign). The mapper starts at once, on its own copy.
-    fn stream(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+    fn transform(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
         let mut copies = tee(input, 2, mode).into_iter();
         let (mut passed, for_mapper) = (
             copies.next().expect("two copies"),
             copies.next().expect("two copies"),
         );
-        let mapper = Python::attach(|py| Step::Native(self.mapper.clone_ref(py)));
-        let mut mapped = background(mapper.stream(for_mapper, args, mode), mode);
+        let mapper = Here::Node(Arc::clone(&self.mapper.get().node));
+        let mapper_args = match Python::attach(|py| args.child(py, None)) {
+            Ok(child) => child,
+            Err(err) => return Chunks::failed(err, mode),
+        };
+        let mut mapped = background(mapper.stream(for_mapper, mapper_args, mode), mode);
         let computed: Vec<Py<PyString>> =
             Python::attach(|py| self.mapper().keys.iter().map(|k| k.clone_ref(py)).collect());
         let stream = async_stream::stream! {
@@ -329,8 +352,12 @@ impl Node for PickNode {
         Box::pin(async move { Python::attach(|py| self.pick(py, input.bind(py))) })
     }
 
+    fn streaming(&self) -> Streaming {
+        Streaming::Transform
+    }
+
     /// Each input chunk's keys, as they come (chunks with none of them are skipped).
-    fn stream(self: Arc<Self>, input: Chunks, _args: Args, mode: Caller) -> Chunks {
+    fn transform(self: Arc<Self>, input: Chunks, _args: Args, mode: Caller) -> Chunks {
         let mut input = input;
         let stream = async_stream::stream! {
             while let Some(chunk) = futures_util::StreamExt::next(&mut input.stream).await {

@@ -18,7 +18,7 @@ use crate::errors::{type_error, value_error};
 use pyo3::types::PyDict;
 use pyo3::PyTraverseError;
 
-use super::base::{Node, Runnable};
+use super::base::{Node, Runnable, Streaming};
 use super::{exception_types, is_exception_type, Args, Step};
 use crate::exec::aio;
 use crate::exec::coro::StepFuture;
@@ -156,8 +156,15 @@ impl Node for RetryNode {
             let policy = &self.policy;
             let mut attempt = 1;
             loop {
-                let attempt_input = Python::attach(|py| input.clone_ref(py));
-                let err = match self.inner.run(attempt_input, args.clone(), mode).await {
+                // Each attempt a child run, tagged from the second on (langchain_core's).
+                let (attempt_input, attempt_args) = Python::attach(|py| {
+                    let tag = (attempt > 1).then(|| format!("retry:attempt:{attempt}"));
+                    let mut child = args.child(py, tag.as_deref())?;
+                    child.kwargs = args.kwargs.clone();
+                    child.batched = args.batched;
+                    Ok::<_, PyErr>((input.clone_ref(py), child))
+                })?;
+                let err = match self.inner.run(attempt_input, attempt_args, mode).await {
                     Ok(value) => return Ok(value),
                     Err(err) => err,
                 };
@@ -173,8 +180,12 @@ impl Node for RetryNode {
         })
     }
 
-    /// As langchain_core's RunnableRetry: a stream is not retried.
-    fn stream(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+    fn streaming(&self) -> Streaming {
+        Streaming::Delegate
+    }
+
+    /// As langchain_core's RunnableRetry: a stream is not retried (nor a run of its own).
+    fn transform(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
         self.inner.stream(input, args, mode)
     }
 

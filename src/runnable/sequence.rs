@@ -10,7 +10,7 @@ use crate::errors::value_error;
 use pyo3::types::{PyList, PyTuple};
 use pyo3::{PyClassInitializer, PyTraverseError};
 
-use super::base::{Node, Runnable};
+use super::base::{Node, Runnable, Streaming};
 use super::{Args, Step};
 use crate::exec::aio::on_pool;
 use crate::exec::coro::StepFuture;
@@ -51,6 +51,18 @@ impl SequenceNode {
     }
 }
 
+/// Step `i`'s arguments: the call's keyword arguments go to the first step only (as in
+/// langchain_core); each is a child of the run tagged `seq:step:<i + 1>`; in a batch, each step
+/// is batched too (langchain_core's RunnableSequence.batch).
+fn step_args(args: &Args, py: Python<'_>, i: usize) -> PyResult<Args> {
+    let mut child = args.child(py, Some(&format!("seq:step:{}", i + 1)))?;
+    if i == 0 {
+        child.kwargs = args.kwargs.clone();
+    }
+    child.batched = args.batched;
+    Ok(child)
+}
+
 impl SequenceNode {
     /// Runs `steps` one after the other from `input`. The first step gets the call's keyword
     /// arguments (as in langchain_core). For an awaiting caller, a run of steps that would each
@@ -66,11 +78,6 @@ impl SequenceNode {
             let mut value = input;
             let mut i = range.start;
             while i < range.end {
-                let step_args = if i == 0 {
-                    args.clone()
-                } else {
-                    args.config_only()
-                };
                 let pooled = mode == Caller::Loop && self.steps[i].kind() == Kind::Blocking;
                 let run_end = if pooled {
                     (i..range.end)
@@ -88,6 +95,7 @@ impl SequenceNode {
                     );
                     on_pool(steps).await?
                 } else {
+                    let step_args = Python::attach(|py| step_args(&args, py, i))?;
                     self.steps[i].run(value, step_args, mode).await?
                 };
                 i = run_end;
@@ -107,17 +115,19 @@ impl Node for SequenceNode {
         self.run_steps(0..n, input, args, mode)
     }
 
+    fn streaming(&self) -> Streaming {
+        Streaming::Transform
+    }
+
     /// Each step transforms the previous one's output stream (langchain_core's
     /// RunnableSequence): a step that cannot stream sums its input first.
-    fn stream(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
+    fn transform(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
         let mut chunks = input;
         for (i, step) in self.steps.iter().enumerate() {
-            let step_args = if i == 0 {
-                args.clone()
-            } else {
-                args.config_only()
+            chunks = match Python::attach(|py| step_args(&args, py, i)) {
+                Ok(step_args) => step.stream(chunks, step_args, mode),
+                Err(err) => return Chunks::failed(err, mode),
             };
-            chunks = step.stream(chunks, step_args, mode);
         }
         chunks
     }

@@ -47,6 +47,11 @@ impl Node for TimeoutNode {
         Kind::awaited_around([self.inner.kind()])
     }
 
+    /// A fastlcel wrapper: the runnable it wraps opens the run.
+    fn opens_run(&self) -> bool {
+        false
+    }
+
     fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
         let Some(seconds) = self.seconds(&args.config) else {
             return self.inner.run(input, args, mode);

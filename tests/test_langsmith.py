@@ -1,0 +1,307 @@
+"""LangSmith tracing with the real `langsmith` client, pointed at an HTTP server on 127.0.0.1
+that records what the client uploads: for the same everyday chains, fastlcel and
+langchain_core post the same run trees (names, run types, tags, parents, inputs, outputs,
+errors)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import zlib
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import ModuleType
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from runtrees import langchain_name
+
+langsmith = pytest.importorskip("langsmith")
+
+pytestmark = pytest.mark.timeout(60)
+
+# What a LangSmith server answers at /info: batched JSON uploads (no multipart, no compression).
+INFO = {
+    "version": "0.0.0",
+    "batch_ingest_config": {
+        "use_multipart_endpoint": False,
+        "scale_up_qsize_trigger": 1000,
+        "scale_up_nthreads_limit": 16,
+        "scale_down_nempty_trigger": 4,
+        "size_limit": 100,
+        "size_limit_bytes": 20_971_520,
+    },
+}
+
+
+class Server:
+    """Records the runs a LangSmith client posts (`/runs/batch`, `/runs`) and patches."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.runs: dict[str, dict[str, Any]] = {}
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self, payload: Any) -> None:
+                body = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _json(self) -> Any:
+                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.headers.get("Content-Encoding") in ("gzip", "deflate"):
+                    data = zlib.decompress(data, 47)
+                return json.loads(data or b"null")
+
+            def do_GET(self) -> None:
+                self._reply(INFO if self.path.startswith("/info") else {})
+
+            def do_POST(self) -> None:
+                payload = self._json()
+                if self.path.startswith("/runs/batch"):
+                    for run in payload.get("post", []) + payload.get("patch", []):
+                        recorder.record(run)
+                elif self.path.rstrip("/") == "/runs":
+                    recorder.record(payload)
+                self._reply({})
+
+            def do_PATCH(self) -> None:
+                run = self._json()
+                run["id"] = self.path.rstrip("/").rsplit("/", 1)[-1]
+                recorder.record(run)
+                self._reply({})
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def record(self, run: dict[str, Any]) -> None:
+        with self.lock:
+            self.runs.setdefault(str(run["id"]), {}).update(
+                {k: v for k, v in run.items() if v is not None}
+            )
+
+    def take(self) -> list[dict[str, Any]]:
+        with self.lock:
+            runs, self.runs = list(self.runs.values()), {}
+        return runs
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    srv = Server()
+    yield srv
+    srv.http.shutdown()
+    srv.http.server_close()
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, str) and value.startswith("lc_run--"):
+        return "<id of a model's message, from its run id>"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_value(v)}" for k, v in sorted(value.items())) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def trees(runs: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The posted runs as trees (children as sets), ids and times left out."""
+    by_parent: dict[Any, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_parent.setdefault(run.get("parent_run_id"), []).append(run)
+
+    def node(run: dict[str, Any]) -> tuple[Any, ...]:
+        error = run.get("error")
+        children = sorted((node(c) for c in by_parent.get(run["id"], [])), key=repr)
+        return (
+            langchain_name(run["name"]),
+            run["run_type"],
+            tuple(sorted(run.get("tags") or [])),
+            _value(run.get("inputs")),
+            _value(run.get("outputs")),
+            error.strip().splitlines()[-1] if error else None,
+            tuple(children),
+        )
+
+    return sorted((node(run) for run in by_parent.get(None, [])), key=repr)
+
+
+def traced(server: Server, run: Any) -> tuple[Any, list[tuple[Any, ...]]]:
+    """Runs `run()` with LangSmith tracing to `server`; its outcome and the posted run trees."""
+    from langsmith.run_helpers import tracing_context
+
+    client = langsmith.Client(api_url=server.url, api_key="test")
+    with tracing_context(enabled=True, client=client, project_name="fastlcel-tests"):
+        try:
+            outcome = run()
+        except Exception as exc:
+            outcome = f"raised {exc!r}"
+    client.flush()
+    return outcome, trees(server.take())
+
+
+def add_one(x: int) -> int:
+    return x + 1
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def fails(x: Any) -> Any:
+    raise ValueError(f"no {x}")
+
+
+def fails_once() -> Any:
+    calls = []
+
+    def fails_once(x: int) -> int:
+        calls.append(x)
+        if len(calls) == 1:
+            raise ValueError("first call fails")
+        return x
+
+    return fails_once
+
+
+def model_chain(lc: ModuleType) -> Any:
+    from langchain_core.language_models import FakeListChatModel
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+
+    prompt = ChatPromptTemplate.from_messages([("human", "{question}")])
+    model = FakeListChatModel(responses=["LCEL is a language"])
+    return (
+        lc.RunnableParallel(question=lc.RunnablePassthrough())
+        | prompt
+        | model
+        | (StrOutputParser())
+    )
+
+
+async def _alist(chunks: Any) -> list[Any]:
+    return [chunk async for chunk in chunks]
+
+
+# The issue's thirteen everyday chains: name -> (program of a library's namespace, call).
+CHAINS: dict[str, tuple[Any, Any]] = {
+    "lambda": (lambda lc: lc.RunnableLambda(add_one), lambda r: r.invoke(1)),
+    "parallel of three": (
+        lambda lc: lc.RunnableParallel(a=add_one, b=double, c=lambda x: x),
+        lambda r: r.invoke(1),
+    ),
+    "prompt | model | parser": (model_chain, lambda r: r.invoke("what is LCEL?")),
+    "rag": (
+        lambda lc: (
+            lc.RunnableParallel(context=double, question=lc.RunnablePassthrough())
+            | (lambda d: f"{d['question']} {d['context']}")
+        ),
+        lambda r: r.invoke(2),
+    ),
+    "assign": (
+        lambda lc: lc.RunnablePassthrough.assign(b=lambda d: d["a"] + 1),
+        lambda r: r.invoke({"a": 1}),
+    ),
+    "branch": (
+        lambda lc: lc.RunnableBranch((lambda x: x > 0, double), add_one),
+        lambda r: r.invoke(3),
+    ),
+    "retry with one failure": (
+        lambda lc: lc.RunnableLambda(fails_once()).with_retry(wait_exponential_jitter=False),
+        lambda r: r.invoke(5),
+    ),
+    "fallbacks": (
+        lambda lc: lc.RunnableLambda(fails).with_fallbacks([lc.RunnableLambda(add_one)]),
+        lambda r: r.invoke(1),
+    ),
+    "failing step": (lambda lc: lc.RunnableLambda(add_one) | fails, lambda r: r.invoke(1)),
+    "batch": (lambda lc: lc.RunnableLambda(add_one) | double, lambda r: r.batch([1, 2])),
+    "ainvoke": (
+        lambda lc: lc.RunnableLambda(add_one) | {"a": double},
+        lambda r: asyncio.run(r.ainvoke(1)),
+    ),
+    "abatch": (lambda lc: lc.RunnableLambda(add_one), lambda r: asyncio.run(r.abatch([1, 2]))),
+    "astream": (
+        lambda lc: lc.RunnableLambda(add_one) | {"a": double},
+        lambda r: asyncio.run(_alist(r.astream(1))),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_langsmith_receives_the_same_run_trees(server: Server, name: str) -> None:
+    import fastlcel
+    from langchain_core import runnables as lc
+
+    build, call = CHAINS[name]
+    theirs = traced(server, lambda: call(build(lc)))
+    ours = traced(server, lambda: call(build(fastlcel)))
+    assert ours[0] == theirs[0]
+    assert ours[1] == theirs[1]
+    assert theirs[1], "the recording server saw no runs"
+
+
+def test_a_run_id_given_in_the_config_is_the_posted_root_run(server: Server) -> None:
+    import fastlcel
+    from langsmith.run_helpers import tracing_context
+
+    run_id = uuid4()
+    chain = fastlcel.Lambda(add_one) | double
+    client = langsmith.Client(api_url=server.url, api_key="test")
+    with tracing_context(enabled=True, client=client, project_name="fastlcel-tests"):
+        assert chain.invoke(1, {"run_id": run_id}) == 4
+    client.flush()
+    roots = [run for run in server.take() if not run.get("parent_run_id")]
+    assert [run["id"] for run in roots] == [str(run_id)]
+
+
+ENV_SCRIPT = """
+import sys
+if sys.argv[1] == "fastlcel":
+    import fastlcel as lib  # the program imports nothing of langchain's
+else:
+    from langchain_core import runnables as lib
+chain = lib.RunnableLambda(lambda x: x + 1) | {"a": lambda x: 2 * x, "b": lib.RunnablePassthrough()}
+print(chain.invoke(1))
+"""  # the LangSmith client sends what it holds at exit
+
+
+def test_tracing_enabled_by_environment_posts_the_same_runs(server: Server, tmp_path: Any) -> None:
+    """LANGSMITH_TRACING=true, as most users turn tracing on, in a fresh process: a program
+    that swapped its only langchain import for fastlcel's is traced as before."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "LANGSMITH_TRACING": "true",
+        "LANGSMITH_ENDPOINT": server.url,
+        "LANGSMITH_API_KEY": "test",
+        "LANGSMITH_PROJECT": "fastlcel-tests",
+    }
+    posted = {}
+    for lib in ("langchain_core", "fastlcel"):
+        done = subprocess.run(
+            [sys.executable, "-c", ENV_SCRIPT, lib],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "{'a': 4, 'b': 2}"
+        posted[lib] = trees(server.take())
+    assert posted["fastlcel"] == posted["langchain_core"]
+    assert len(posted["fastlcel"]) == 1
