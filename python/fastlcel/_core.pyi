@@ -374,10 +374,10 @@ class Lambda(Runnable):
     ``func`` must then be a sync, non-generator function without a ``config`` or ``run_manager``
     parameter (they hold callbacks, which cannot cross); anything else is a ``TypeError`` at
     construction. A traced call's run (its inputs, output or error) is recorded on the caller's
-    side, around the remote call. The function and its input must be picklable by the executor (a process pool
-    pickles with :mod:`pickle`: module-level functions; Ray, loky and Dask use cloudpickle);
-    when they are not, the call raises :class:`ExecutorError` naming the step. The function's own
-    exceptions come back as the executor delivers them, of their own class.
+    side, around the remote call. The function and its input must be picklable by the executor
+    (a process pool pickles with :mod:`pickle`: module-level functions; Ray, loky and Dask use
+    cloudpickle); when they are not, the call raises :class:`ExecutorError` naming the step. The
+    function's own exceptions come back as the executor delivers them, of their own class.
     """
 
     def __new__(
