@@ -3,8 +3,8 @@
 //! Items that await become tasks of the loop, each with a Rust done callback; the last one
 //! resolves one `loop.create_future()`. Items that may block run as one detached fan-out on the
 //! pool whose last helper schedules a single callback on the loop; inline items run on the spot.
-//! The first failure fails the gather at once and cancels the rest; cancelling it cancels its
-//! children.
+//! The first failure cancels the rest and fails the gather as soon as the cancelled tasks have
+//! stopped; cancelling it cancels its children.
 //!
 // NOTE: tasks with Rust done callbacks measured 10.5 µs per coroutine against asyncio.gather's
 // 11 (DESIGN.md); a plain async Lambda's own coroutine is the task (no wrapper of ours), its
@@ -342,13 +342,80 @@ impl Gather {
         Ok(())
     }
 
+    /// Fails the gather with `err`: the other tasks are cancelled, and the error is raised once
+    /// they have stopped (as `asyncio.TaskGroup` does), so that nothing of the call still runs on
+    /// the loop, and their runs are ended, when the caller sees it. Sync steps on the pool are
+    /// not waited for.
     fn fail(slf: &Bound<'_, Self>, err: PyErr) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        if !Self::stop_children(slf)? {
+        let Some(cancelled) = Self::stop_children(slf)? else {
             return Ok(());
+        };
+        let mut running = Vec::new();
+        for task in cancelled {
+            if !task
+                .bind(py)
+                .call_method0(intern!(py, "done"))?
+                .is_truthy()?
+            {
+                running.push(task);
+            }
         }
-        let outer = this.outer.bind(py);
+        let failure = Failure {
+            outer: this.outer.clone_ref(py),
+            err: Mutex::new(Some(err)),
+            running: Mutex::new(running.len()),
+        };
+        if running.is_empty() {
+            return failure.raise(py);
+        }
+        let failure = Bound::new(py, failure)?;
+        for task in running {
+            task.bind(py)
+                .call_method1(intern!(py, "add_done_callback"), (&failure,))?;
+        }
+        Ok(())
+    }
+
+    /// Marks the gather finished, cancels its tasks and aborts its fan-outs. Returns the tasks it
+    /// cancelled, or `None` if it was finished already.
+    fn stop_children(slf: &Bound<'_, Self>) -> PyResult<Option<Vec<Py<PyAny>>>> {
+        let py = slf.py();
+        let (tasks, fans) = {
+            let mut st = slf.get().state.lock();
+            if st.finished {
+                return Ok(None);
+            }
+            st.finished = true;
+            (std::mem::take(&mut st.tasks), std::mem::take(&mut st.fans))
+        };
+        for (_, fan) in fans {
+            fan.abort();
+        }
+        let tasks: Vec<Py<PyAny>> = tasks.into_iter().flatten().collect();
+        for task in &tasks {
+            task.bind(py).call_method0(intern!(py, "cancel"))?;
+        }
+        Ok(Some(tasks))
+    }
+}
+
+/// A gather's failure, raised to its waiter once the tasks it cancelled are done (each calls
+/// it when it is).
+#[pyclass(frozen)]
+struct Failure {
+    outer: Py<PyAny>,
+    err: Mutex<Option<PyErr>>,
+    running: Mutex<usize>,
+}
+
+impl Failure {
+    fn raise(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(err) = self.err.lock().take() else {
+            return Ok(());
+        };
+        let outer = self.outer.bind(py);
         if outer.call_method0(intern!(py, "done"))?.is_truthy()? {
             return Ok(());
         }
@@ -359,26 +426,24 @@ impl Gather {
         }
         Ok(())
     }
+}
 
-    /// Marks the gather finished, cancels its tasks and aborts its fan-outs. Returns false if it
-    /// was finished already.
-    fn stop_children(slf: &Bound<'_, Self>) -> PyResult<bool> {
-        let py = slf.py();
-        let (tasks, fans) = {
-            let mut st = slf.get().state.lock();
-            if st.finished {
-                return Ok(false);
-            }
-            st.finished = true;
-            (std::mem::take(&mut st.tasks), std::mem::take(&mut st.fans))
+#[pymethods]
+impl Failure {
+    fn __call__(&self, py: Python<'_>, _task: &Bound<'_, PyAny>) -> PyResult<()> {
+        let last = {
+            let mut running = self.running.lock();
+            *running -= 1;
+            *running == 0
         };
-        for (_, fan) in fans {
-            fan.abort();
+        if last {
+            self.raise(py)?;
         }
-        for task in tasks.into_iter().flatten() {
-            task.bind(py).call_method0(intern!(py, "cancel"))?;
-        }
-        Ok(true)
+        Ok(())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.outer)
     }
 }
 

@@ -197,18 +197,58 @@ pub(crate) struct Run {
     mode: Caller,
 }
 
-/// A callback manager's coroutine as a task of the running loop, and a shield of it to await:
-/// the task finishes even if the call awaiting it is cancelled or dropped meanwhile (a fail-fast
-/// sibling, a timeout), so that no handler sees a run start without its end.
-fn shielded_task(coro: &Bound<'_, PyAny>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+/// A callback manager's coroutine as a task of the running loop.
+fn as_task(coro: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
     static ENSURE_FUTURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    static SHIELD: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let py = coro.py();
-    let task = ENSURE_FUTURE
+    ENSURE_FUTURE
         .import(py, "asyncio", "ensure_future")?
-        .call1((coro,))?;
-    let shielded = SHIELD.import(py, "asyncio", "shield")?.call1((&task,))?;
-    Ok((task.unbind(), shielded.unbind()))
+        .call1((coro,))
+        .map(Bound::unbind)
+}
+
+/// Awaits `task` (a callback manager's coroutine) to its end, through a shield: a cancellation
+/// of the awaiting call is held back until the handlers have been told, so that no handler sees
+/// a run start without its end. Returns the task's outcome and the cancellation held back.
+async fn complete(task: Py<PyAny>) -> (PyResult<Py<PyAny>>, Option<PyErr>) {
+    static SHIELD: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let mut cancelled = None;
+    loop {
+        let shielded = Python::attach(|py| {
+            SHIELD
+                .import(py, "asyncio", "shield")?
+                .call1((&task,))
+                .map(Bound::unbind)
+        });
+        let outcome = match shielded {
+            Ok(shielded) => py_await(shielded).await,
+            Err(err) => return (Err(err), cancelled),
+        };
+        match outcome {
+            Err(err)
+                if Python::attach(|py| {
+                    err.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py)
+                }) =>
+            {
+                cancelled = Some(err);
+                // The task may be done already (its shield not yet told): then its own outcome.
+                let finished = Python::attach(|py| -> PyResult<Option<Py<PyAny>>> {
+                    let task = task.bind(py);
+                    if !task.call_method0(intern!(py, "done"))?.is_truthy()? {
+                        return Ok(None);
+                    }
+                    task.call_method0(intern!(py, "result"))
+                        .map(|result| Some(result.unbind()))
+                });
+                match finished {
+                    Ok(None) => {}
+                    Ok(Some(result)) => return (Ok(result), cancelled),
+                    Err(err) => return (Err(err), cancelled),
+                }
+            }
+            outcome => return (outcome, cancelled),
+        }
+    }
 }
 
 /// A run being opened on a loop. Dropped so (the call was dropped while its handlers were told
@@ -319,11 +359,20 @@ impl Run {
         let manager = match mode {
             Caller::Thread => started,
             Caller::Loop => {
-                let (task, shielded) = Python::attach(|py| shielded_task(started.bind(py)))?;
-                let opening = Opening(Some(task));
-                let manager = py_await(shielded).await?;
+                let task = Python::attach(|py| as_task(started.bind(py)))?;
+                let opening = Opening(Some(Python::attach(|py| task.clone_ref(py))));
+                let (started, cancelled) = complete(task).await;
                 opening.opened();
-                manager
+                let run = Run {
+                    manager: started?,
+                    mode,
+                };
+                if let Some(cancelled) = cancelled {
+                    // Cancelled while its start was reported: the run ends as cancelled.
+                    Python::attach(|py| run.cancelled_now(py))?;
+                    return Err(cancelled);
+                }
+                return Ok(run);
             }
         };
         Ok(Run { manager, mode })
@@ -361,7 +410,19 @@ impl Run {
     }
 
     /// Ends the run with `err` (and, for a transform, its input so far).
+    ///
+    /// A cancelled call on a loop ends its run at once through the sync manager: its task (or
+    /// the loop shutting down) may cancel any await that follows, which would leave the run open.
     pub(crate) async fn error(&self, err: &PyErr, inputs: Option<Py<PyAny>>) -> PyResult<()> {
+        if self.mode == Caller::Loop {
+            let now = Python::attach(|py| {
+                err.is_instance_of::<pyo3::exceptions::asyncio::CancelledError>(py)
+                    .then(|| self.error_now(py, err, inputs.as_ref().map(|i| i.clone_ref(py))))
+            });
+            if let Some(ended) = now {
+                return ended;
+            }
+        }
         let ended = Python::attach(|py| {
             let kwargs = PyDict::new(py);
             if let Some(inputs) = inputs {
@@ -382,8 +443,12 @@ impl Run {
 
     async fn finish(&self, returned: Py<PyAny>) -> PyResult<()> {
         if self.mode == Caller::Loop {
-            let (_task, shielded) = Python::attach(|py| shielded_task(returned.bind(py)))?;
-            py_await(shielded).await?;
+            let task = Python::attach(|py| as_task(returned.bind(py)))?;
+            let (ended, cancelled) = complete(task).await;
+            ended?;
+            if let Some(cancelled) = cancelled {
+                return Err(cancelled);
+            }
         }
         Ok(())
     }
@@ -415,11 +480,12 @@ impl Run {
         if let Some(inputs) = inputs {
             kwargs.set_item(intern!(py, "inputs"), inputs)?;
         }
-        self.sync_manager(py)?.call_method(
-            intern!(py, "on_chain_error"),
-            (err.value(py),),
-            Some(&kwargs),
-        )?;
+        let exc = err.value(py);
+        if let Some(traceback) = err.traceback(py) {
+            exc.setattr(intern!(py, "__traceback__"), traceback)?;
+        }
+        self.sync_manager(py)?
+            .call_method(intern!(py, "on_chain_error"), (exc,), Some(&kwargs))?;
         Ok(())
     }
 
