@@ -82,11 +82,6 @@ class TestInvoke:
         with pytest.raises(ValueError, match="dict input"):
             r.invoke(1)
 
-    def test_name_and_repr(self) -> None:
-        r = Lambda(abs).with_fallbacks([Lambda(round)])
-        assert r.name == "WithFallbacks"
-        assert repr(r) == "WithFallbacks(runnable=Lambda(abs), fallbacks=[Lambda(round)])"
-
 
 class TestAsync:
     @pytest.mark.parametrize("cls", [Flaky, AsyncFlaky])

@@ -205,13 +205,6 @@ def test_explicit_name_wins(impl: Impl) -> None:
     assert impl.Lambda(add_one, name="renamed").get_name() == "renamed"
 
 
-def test_name_property() -> None:
-    assert Lambda(add_one).name == "add_one"
-    assert Lambda(lambda x: x).name == "<lambda>"
-    assert Lambda(add_one, name="renamed").name == "renamed"
-    assert Lambda(async_add_two).name == "async_add_two"
-
-
 def test_func_and_afunc_properties() -> None:
     sync_only = Lambda(add_one)
     assert sync_only.func is add_one
@@ -224,11 +217,6 @@ def test_func_and_afunc_properties() -> None:
     both = Lambda(add_one, async_add_two)
     assert both.func is add_one
     assert both.afunc is async_add_two
-
-
-def test_repr_shows_the_function_name() -> None:
-    assert repr(Lambda(add_one)) == "Lambda(add_one)"
-    assert repr(Lambda(lambda x: x)) == "Lambda(<lambda>)"
 
 
 def test_constructor_keywords(impl: Impl) -> None:

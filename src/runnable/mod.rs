@@ -24,6 +24,7 @@ mod base;
 mod binding;
 mod branch;
 mod cache;
+mod each;
 mod fallbacks;
 mod lambda;
 mod limited;
@@ -37,10 +38,15 @@ pub(crate) use base::{Node, Runnable};
 use binding::Binding;
 use branch::Branch;
 use cache::Cached;
+use each::Each;
+use fallbacks::WithFallbacks;
 use lambda::{is_generator_function, Generator, Lambda, LambdaKind};
+use limited::Limited;
 use parallel::Parallel;
 use passthrough::{Assign, Passthrough, Pick};
+use retry::Retry;
 use sequence::Sequence;
+use timeout::Timeout;
 
 /// What a call of a step carries besides its input.
 #[derive(Clone)]
@@ -85,12 +91,35 @@ pub(crate) enum Step {
 }
 
 impl Step {
+    /// A fastlcel runnable as a step of its own methods: its node (`invoke`, `transform`...
+    /// are the node's entry points, whatever a subclass overrides).
+    pub(crate) fn native(r: &Bound<'_, Runnable>) -> PyResult<Self> {
+        Runnable::ready(r)?;
+        Ok(Step::Native(r.clone().unbind()))
+    }
+
+    /// A fastlcel runnable as a step of something else: its node, or, for an instance of a
+    /// Python subclass that overrides a call method, its Python methods (the way
+    /// langchain_core's composites call their steps).
+    pub(crate) fn runnable(r: &Bound<'_, Runnable>) -> PyResult<Self> {
+        Runnable::ready(r)?;
+        if r.get().overrides() {
+            return Ok(Step::Foreign {
+                obj: r.clone().into_any().unbind(),
+                has_invoke: true,
+                has_ainvoke: true,
+                cost: Cost::new(),
+            });
+        }
+        Ok(Step::Native(r.clone().unbind()))
+    }
+
     /// Coerces what a user put in a runnable, like langchain_core's `coerce_to_runnable`.
     /// `owner` names the place in errors, e.g. "Parallel step 'summary'".
     pub(crate) fn coerce(obj: &Bound<'_, PyAny>, owner: &str) -> PyResult<Self> {
         let py = obj.py();
         if let Ok(r) = obj.cast::<Runnable>() {
-            return Ok(Step::Native(r.clone().unbind()));
+            return Self::runnable(r);
         }
         if let Ok(d) = obj.cast::<PyDict>() {
             return Ok(Step::Native(Parallel::wrap(d)?));
@@ -128,7 +157,7 @@ impl Step {
 
     pub(crate) fn kind(&self) -> Kind {
         match self {
-            Step::Native(r) => r.get().node.kind(),
+            Step::Native(r) => r.get().node().kind(),
             Step::Foreign {
                 has_invoke,
                 has_ainvoke,
@@ -158,7 +187,7 @@ impl Step {
     /// The step as it runs once placed.
     pub(crate) fn here(&self) -> Here {
         match self {
-            Step::Native(r) => Here::Node(Arc::clone(&r.get().node)),
+            Step::Native(r) => Here::Node(Arc::clone(r.get().node())),
             Step::Foreign {
                 obj, has_invoke, ..
             } => Here::Foreign {
@@ -168,10 +197,13 @@ impl Step {
         }
     }
 
-    /// Its name in messages: a runnable's name, else its repr or type.
+    /// langchain_core's `get_name()` of the step (a run's name, in messages): a fastlcel
+    /// runnable's (see [`Runnable::name_of`]), a foreign one's `get_name()`, else its type.
     pub(crate) fn name(&self, py: Python<'_>) -> String {
         match self {
-            Step::Native(r) => r.get().node.name(py),
+            Step::Native(r) => {
+                Runnable::name_of(r.bind(py)).unwrap_or_else(|_| type_name(r.bind(py)))
+            }
             Step::Foreign { obj, .. } => obj
                 .bind(py)
                 .call_method0(intern!(py, "get_name"))
@@ -320,6 +352,20 @@ pub(crate) fn whole(
     Chunks::made_by(Box::pin(stream), mode)
 }
 
+/// `text` with every line but the first indented by `n` spaces (langchain_core's
+/// `indent_lines_after_first`, for the reprs of composites).
+pub(crate) fn indent_after_first(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    let mut lines = text.lines();
+    let mut out = lines.next().unwrap_or_default().to_owned();
+    for line in lines {
+        out.push('\n');
+        out.push_str(&pad);
+        out.push_str(line);
+    }
+    out
+}
+
 /// "an int", "a dict", "None": for error messages.
 pub(crate) fn describe(obj: &Bound<'_, PyAny>) -> String {
     if obj.is_none() {
@@ -449,7 +495,7 @@ impl Work for Calls {
     fn awaitable<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Option<Bound<'py, PyAny>>> {
         let (step, input, args) = self.call(py, i);
         match step {
-            Step::Native(r) => r.get().node.awaitable(input.bind(py), &args),
+            Step::Native(r) => r.get().node().awaitable(input.bind(py), &args),
             Step::Foreign { .. } => Ok(None),
         }
     }
@@ -462,7 +508,7 @@ impl Work for Calls {
     ) -> PyResult<Option<StepFuture>> {
         let (step, input, args) = self.call(py, i);
         match step {
-            Step::Native(r) => Arc::clone(&r.get().node).followup(input, args, output),
+            Step::Native(r) => Arc::clone(r.get().node()).followup(input, args, output),
             Step::Foreign { .. } => Ok(None),
         }
     }
@@ -567,6 +613,11 @@ pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Branch>()?;
     m.add_class::<Binding>()?;
     m.add_class::<Generator>()?;
+    m.add_class::<WithFallbacks>()?;
+    m.add_class::<Retry>()?;
+    m.add_class::<Each>()?;
+    m.add_class::<Timeout>()?;
+    m.add_class::<Limited>()?;
     m.add_class::<Cached>()?;
     // langchain_core's names for the same classes.
     for (alias, class) in [
@@ -580,6 +631,9 @@ pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("RunnableBranch", "Branch"),
         ("RunnableBinding", "Binding"),
         ("RunnableGenerator", "Generator"),
+        ("RunnableWithFallbacks", "WithFallbacks"),
+        ("RunnableRetry", "Retry"),
+        ("RunnableEach", "Each"),
     ] {
         m.add(alias, m.getattr(class)?)?;
     }
