@@ -64,7 +64,9 @@ BUILDERS: dict[str, Callable[[ModuleType], Any]] = {
     "with_retry of types": lambda L: L.RunnableLambda(add_one).with_retry(
         retry_if_exception_type=(ValueError,), wait_exponential_jitter=False
     ),
-    "with_fallbacks": lambda L: L.RunnableLambda(add_one).with_fallbacks([L.RunnableLambda(times_two)]),
+    "with_fallbacks": lambda L: L.RunnableLambda(add_one).with_fallbacks(
+        [L.RunnableLambda(times_two)]
+    ),
     "with_fallbacks of a key": lambda L: L.RunnableLambda(add_one).with_fallbacks(
         [L.RunnableLambda(times_two)], exceptions_to_handle=(KeyError,), exception_key="error"
     ),

@@ -212,7 +212,9 @@ class TestComposition:
         assert asyncio.run(r.ainvoke(1)) == "cached"
 
     def test_repr(self) -> None:
-        assert repr(Lambda(abs).with_timeout(1.5)) == "Timeout(bound=RunnableLambda(abs), seconds=1.5)"
+        assert repr(Lambda(abs).with_timeout(1.5)) == (
+            "Timeout(bound=RunnableLambda(abs), seconds=1.5)"
+        )
 
 
 class TestArguments:

@@ -7,9 +7,10 @@
 //! `__setstate__` (the node's [`Node::fields`], given to its class's `__init__` again).
 
 use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use pyo3::exceptions::PyAttributeError;
+use parking_lot::Mutex;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -75,6 +76,11 @@ pub(crate) trait Node: Send + Sync + 'static {
     }
     /// langchain_core's `repr` of the same runnable.
     fn repr(&self, py: Python<'_>) -> PyResult<String>;
+    /// Whether its langchain_core counterpart is a pydantic model, whose repr names a class
+    /// made through a generic alias with its parameters (`RunnableBranch[int, str](...)`).
+    fn parametrized_repr(&self) -> bool {
+        true
+    }
     /// The fastlcel class this node belongs to.
     fn class<'py>(&self, py: Python<'py>) -> Bound<'py, PyType>;
     /// The keyword arguments of its class's `__init__` that make it again: langchain_core's
@@ -90,10 +96,14 @@ pub(crate) trait Node: Send + Sync + 'static {
 /// others (batch, stream...) reach them through these, as in langchain_core.
 const CALL_METHODS: [&str; 4] = ["invoke", "ainvoke", "transform", "atransform"];
 
+// NOTE: `dict`: like a Python object, a runnable takes attributes of its own (a test's spy on
+// `invoke`, `__orig_class__` from `RunnableBranch[str, int](...)`); with no attribute set, the
+// dict is never made and method lookups cost what they did.
 #[pyclass(
     frozen,
     subclass,
     generic,
+    dict,
     weakref,
     module = "fastlcel",
     name = "Runnable"
@@ -104,14 +114,13 @@ pub(crate) struct Runnable {
     /// Its cost as a step of an enclosing fan-out.
     cost: Cost,
     /// The name it was given (`name=`, a Lambda's function name): langchain_core's `name`.
-    name: OnceLock<Py<PyString>>,
+    name: Mutex<Option<Py<PyString>>>,
     /// An instance of a Python subclass of a fastlcel class.
     subclass: bool,
     /// Its class overrides one of [`CALL_METHODS`] (learnt once, at `__new__`).
     overrides: bool,
-    /// `__orig_class__`: the generic alias it was made through (`RunnableBranch[str, int](...)`),
-    /// the types langchain_core infers for such a class.
-    orig_class: OnceLock<Py<PyAny>>,
+    /// One of [`CALL_METHODS`] is an attribute of the instance itself (a spy, a patch).
+    patched: AtomicBool,
 }
 
 impl Runnable {
@@ -119,10 +128,10 @@ impl Runnable {
         Self {
             node: OnceLock::new(),
             cost: Cost::new(),
-            name: OnceLock::new(),
+            name: Mutex::new(None),
             subclass,
             overrides,
-            orig_class: OnceLock::new(),
+            patched: AtomicBool::new(false),
         }
     }
 
@@ -146,7 +155,7 @@ impl Runnable {
         let init = Self::init(node).add_subclass(subclass);
         let made = Bound::new(py, init)?.into_super();
         if let Some(name) = name {
-            let _ = made.get().name.set(name.unbind());
+            *made.get().name.lock() = Some(name.unbind());
         }
         Ok(made.unbind())
     }
@@ -158,13 +167,17 @@ impl Runnable {
         native: &Bound<'_, PyType>,
     ) -> PyResult<PyClassInitializer<Self>> {
         let subclass = !cls.is(native);
-        let mut overrides = false;
-        if subclass {
-            for method in CALL_METHODS {
-                overrides |= !cls.getattr(method)?.is(&native.getattr(method)?);
-            }
-        }
+        let overrides = subclass && class_overrides(cls)?;
         Ok(PyClassInitializer::from(Self::blank(subclass, overrides)))
+    }
+
+    /// Notes a class that overrides a call method since the runnable was made (the classes'
+    /// own methods are never replaced otherwise): see [`Self::overrides`].
+    pub(crate) fn note_class_overrides(slf: &Bound<'_, Runnable>) -> PyResult<()> {
+        if !slf.get().overrides() && class_overrides(&slf.get_type())? {
+            slf.get().patched.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Gives an empty runnable its node and its name (the classes' `__init__`).
@@ -181,7 +194,7 @@ impl Runnable {
             )));
         }
         if let Some(name) = name {
-            let _ = this.name.set(name.unbind());
+            *this.name.lock() = Some(name.unbind());
         }
         Ok(())
     }
@@ -211,9 +224,10 @@ impl Runnable {
         &self.cost
     }
 
-    /// Whether composites call it through its Python methods (a subclass overriding them).
+    /// Whether composites call it through its Python methods: its class or the instance
+    /// itself overrides one of them (see [`CALL_METHODS`]).
     pub(crate) fn overrides(&self) -> bool {
-        self.overrides
+        self.overrides || self.patched.load(Ordering::Relaxed)
     }
 
     /// langchain_core's `get_name()` of `slf`: the name given to it (a subclass's own `name`
@@ -231,11 +245,62 @@ impl Runnable {
             if node.named_by_class() {
                 return Ok(slf.get_type().name()?.to_string());
             }
-        } else if let Some(name) = this.name.get() {
+        } else if let Some(name) = &*this.name.lock() {
             return Ok(name.bind(py).to_string());
         }
         Ok(node.name(py))
     }
+}
+
+impl Runnable {
+    /// Notes whether one of [`CALL_METHODS`] is now an attribute of the instance itself.
+    fn note_patches(slf: &Bound<'_, Runnable>) -> PyResult<()> {
+        let py = slf.py();
+        let attrs = slf.getattr(intern!(py, "__dict__"))?;
+        let mut patched = class_overrides(&slf.get_type())?;
+        for method in CALL_METHODS {
+            patched |= attrs.contains(method)?;
+        }
+        slf.get().patched.store(patched, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Whether `cls` has a call method other than `Runnable`'s own (see [`CALL_METHODS`]).
+fn class_overrides(cls: &Bound<'_, PyType>) -> PyResult<bool> {
+    let py = cls.py();
+    static OWN: PyOnceLock<Vec<Py<PyAny>>> = PyOnceLock::new();
+    let own = OWN.get_or_try_init(py, || {
+        let base = py.get_type::<Runnable>();
+        CALL_METHODS
+            .iter()
+            .map(|m| base.getattr(*m).map(Bound::unbind))
+            .collect::<PyResult<Vec<_>>>()
+    })?;
+    for (method, own) in CALL_METHODS.iter().zip(own) {
+        if !cls.getattr(*method)?.is(own.bind(py)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Python's generic attribute assignment (`None`: deletion), as `object.__setattr__` does.
+// NOTE: `object.__setattr__` itself refuses a type whose C-level setattr is not its own (the
+// "hackcheck"), so the C function is called directly.
+fn generic_setattr(
+    slf: &Bound<'_, Runnable>,
+    name: &Bound<'_, PyString>,
+    value: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let value = value.map_or(std::ptr::null_mut(), |v| v.as_ptr());
+    // SAFETY: the GIL is held (we have `Bound`s); `slf` and `name` are live objects, and
+    // `value` is a live object or NULL, which the C API documents as deletion.
+    let status = unsafe { pyo3::ffi::PyObject_GenericSetAttr(slf.as_ptr(), name.as_ptr(), value) };
+    if status < 0 {
+        return Err(PyErr::fetch(slf.py()));
+    }
+    Ok(())
 }
 
 fn not_initialized(slf: &Bound<'_, Runnable>) -> PyErr {
@@ -251,7 +316,28 @@ impl Runnable {
     /// langchain_core's `name`: the name given (`name=`, a Lambda's function), else None.
     #[getter(name)]
     fn name_getter(&self, py: Python<'_>) -> Option<Py<PyString>> {
-        self.name.get().map(|n| n.clone_ref(py))
+        self.name.lock().as_ref().map(|n| n.clone_ref(py))
+    }
+
+    #[setter(name)]
+    fn name_setter(&self, name: Option<Option<Py<PyString>>>) {
+        *self.name.lock() = name.flatten();
+    }
+
+    /// As `object.__setattr__`, noting an instance's own call method (a spy on `invoke`):
+    /// composites made from it afterwards call it (see [`Step::runnable`]).
+    fn __setattr__(
+        slf: &Bound<'_, Self>,
+        name: &Bound<'_, PyString>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        generic_setattr(slf, name, Some(value))?;
+        Self::note_patches(slf)
+    }
+
+    fn __delattr__(slf: &Bound<'_, Self>, name: &Bound<'_, PyString>) -> PyResult<()> {
+        generic_setattr(slf, name, None)?;
+        Self::note_patches(slf)
     }
 
     /// langchain_core's `get_name`: `name` (default: this runnable's) with `suffix` appended,
@@ -280,28 +366,6 @@ impl Runnable {
                 "{name}_{}",
                 suffix.call_method0(intern!(py, "lower"))?
             ))
-        }
-    }
-
-    /// The generic alias it was made through (set by `RunnableBranch[str, int](...)`).
-    #[getter(__orig_class__)]
-    fn orig_class_getter(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.orig_class
-            .get()
-            .map(|c| c.clone_ref(py))
-            .ok_or_else(|| PyAttributeError::new_err("__orig_class__"))
-    }
-
-    #[setter(__orig_class__)]
-    fn orig_class_setter(&self, alias: Option<Py<PyAny>>) -> PyResult<()> {
-        match alias {
-            Some(alias) => {
-                let _ = self.orig_class.set(alias);
-                Ok(())
-            }
-            None => Err(PyAttributeError::new_err(
-                "__orig_class__ cannot be deleted",
-            )),
         }
     }
 
@@ -460,7 +524,7 @@ impl Runnable {
     /// A runnable that runs this one on every item of a list input (langchain_core's
     /// `RunnableEach`): `batch` as a step.
     fn map(slf: &Bound<'_, Self>) -> PyResult<Py<Runnable>> {
-        Each::make(slf.py(), Step::runnable(slf)?)
+        Each::make(slf.py(), Step::part(slf)?)
     }
 
     /// Chunks of the output as they are produced (one chunk for a runnable that does not
@@ -571,7 +635,7 @@ impl Runnable {
         stop_after_attempt: i64,
     ) -> PyResult<Py<Runnable>> {
         retry::with_retry(
-            Step::runnable(slf)?,
+            Step::part(slf)?,
             retry_if_exception_type,
             wait_exponential_jitter,
             exponential_jitter_params,
@@ -588,7 +652,7 @@ impl Runnable {
         exception_key: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Runnable>> {
         fallbacks::with_fallbacks(
-            Step::runnable(slf)?,
+            Step::part(slf)?,
             fallbacks,
             exceptions_to_handle,
             exception_key,
@@ -597,7 +661,7 @@ impl Runnable {
 
     /// A runnable that raises `StepTimeoutError` when this one runs longer than `seconds`.
     fn with_timeout(slf: &Bound<'_, Self>, seconds: &Bound<'_, PyAny>) -> PyResult<Py<Runnable>> {
-        timeout::with_timeout(Step::runnable(slf)?, seconds)
+        timeout::with_timeout(Step::part(slf)?, seconds)
     }
 
     /// A runnable whose calls start no faster than `limiter` allows.
@@ -605,7 +669,7 @@ impl Runnable {
         slf: &Bound<'_, Self>,
         limiter: &Bound<'_, PyAny>,
     ) -> PyResult<Py<Runnable>> {
-        limited::with_rate_limit(Step::runnable(slf)?, limiter)
+        limited::with_rate_limit(Step::part(slf)?, limiter)
     }
 
     /// A runnable whose calls in flight count against `limit`.
@@ -613,7 +677,7 @@ impl Runnable {
         slf: &Bound<'_, Self>,
         limit: &Bound<'_, PyAny>,
     ) -> PyResult<Py<Runnable>> {
-        limited::with_concurrency_limit(Step::runnable(slf)?, limit)
+        limited::with_concurrency_limit(Step::part(slf)?, limit)
     }
 
     /// A runnable that memoizes this one's results by input.
@@ -627,30 +691,52 @@ impl Runnable {
         ttl: Option<&Bound<'_, PyAny>>,
         key: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Runnable>> {
-        cache::with_cache(Step::runnable(slf)?, maxsize, ttl, key)
+        cache::with_cache(Step::part(slf)?, maxsize, ttl, key)
     }
 
+    /// langchain_core's repr; for an instance made through a generic alias
+    /// (`RunnablePassthrough[str]()`), with the parametrized class's name, as pydantic shows it.
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        match slf.get().node.get() {
-            Some(node) => node.repr(slf.py()),
-            None => Ok(format!("<{} (not initialized)>", type_name(slf))),
+        let py = slf.py();
+        let Some(node) = slf.get().node.get() else {
+            return Ok(format!("<{} (not initialized)>", type_name(slf)));
+        };
+        let repr = node.repr(py)?;
+        let alias = slf
+            .getattr(intern!(py, "__dict__"))?
+            .cast_into::<PyDict>()?
+            .get_item(intern!(py, "__orig_class__"))?;
+        match alias {
+            Some(alias) if node.parametrized_repr() => {
+                static PARAMETRIZED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+                PARAMETRIZED
+                    .import(py, "fastlcel._introspect", "parametrized_repr")?
+                    .call1((repr, alias))?
+                    .extract()
+            }
+            _ => Ok(repr),
         }
     }
 
-    /// Pickling and copies: the node's class remade from its fields (see [`Node::fields`]),
-    /// with a subclass instance's attributes.
+    /// The keyword arguments of its class's `__init__` that make it again (see
+    /// [`Node::fields`]), its name included: what pickling, copies and langchain_core's
+    /// serialization are made of.
+    fn _fields<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
+        let py = slf.py();
+        let fields = Self::ready(slf)?.fields(py)?;
+        if let Some(name) = &*slf.get().name.lock() {
+            fields.set_item(intern!(py, "name"), name)?;
+        }
+        Ok(fields)
+    }
+
+    /// Pickling and copies: the node's class remade from its fields, with the instance's own
+    /// attributes.
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         let py = slf.py();
         let node = Self::ready(slf)?;
-        let fields = node.fields(py)?;
-        if let Some(name) = slf.get().name.get() {
-            fields.set_item(intern!(py, "name"), name)?;
-        }
-        let attrs = if slf.get().subclass {
-            slf.getattr(intern!(py, "__dict__"))?
-        } else {
-            py.None().into_bound(py)
-        };
+        let fields = Self::_fields(slf)?;
+        let attrs = slf.getattr(intern!(py, "__dict__"))?;
         static NEWOBJ: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         let newobj = NEWOBJ.import(py, "copyreg", "__newobj__")?;
         let state = PyTuple::new(py, [node.class(py).into_any(), fields.into_any(), attrs])?;
@@ -674,9 +760,8 @@ impl Runnable {
         class
             .getattr(intern!(py, "__init__"))?
             .call((slf,), Some(&fields))?;
-        if !attrs.is_none() {
-            slf.getattr(intern!(py, "__dict__"))?
-                .call_method1(intern!(py, "update"), (attrs,))?;
+        for (key, value) in attrs.cast::<PyDict>()?.iter() {
+            slf.setattr(key.cast_into::<PyString>()?, value)?;
         }
         Ok(())
     }
@@ -684,13 +769,10 @@ impl Runnable {
     // NOTE: no __clear__: every cycle through a runnable runs through a Python object it holds
     // (a function, a dict), whose own tp_clear breaks it; __traverse__ lets the collector see it.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(node) = self.node.get() {
-            node.traverse(&visit)?;
+        match self.node.get() {
+            Some(node) => node.traverse(&visit),
+            None => Ok(()),
         }
-        if let Some(alias) = self.orig_class.get() {
-            visit.call(alias)?;
-        }
-        Ok(())
     }
 }
 
@@ -751,7 +833,7 @@ fn rebind<'py>(
     let mut parts = match node.as_any().downcast_ref::<BindingNode>() {
         Some(b) if !slf.get().overrides => b.parts(py),
         _ => BindingParts {
-            bound: Step::runnable(slf)?,
+            bound: Step::part(slf)?,
             config: PyDict::new(py),
             kwargs: PyDict::new(py),
             config_factories: pyo3::types::PyList::empty(py),

@@ -176,7 +176,8 @@ impl Branch {
         let n = items.len();
         if n < 2 {
             return Err(value_error(
-                "Branch requires at least two branches: (condition, runnable) pairs and a default",
+                "RunnableBranch requires at least two branches: (condition, runnable) pairs \
+                 and a default",
             ));
         }
         let default = Step::coerce(&items[n - 1], "Branch default")?;

@@ -507,6 +507,11 @@ impl Node for LambdaNode {
         Ok(self.repr.get_or_init(|| repr).clone())
     }
 
+    /// RunnableLambda and RunnableGenerator are plain classes.
+    fn parametrized_repr(&self) -> bool {
+        false
+    }
+
     fn class<'py>(&self, py: Python<'py>) -> Bound<'py, PyType> {
         match self.kind {
             LambdaKind::Generator => Generator::type_object(py),

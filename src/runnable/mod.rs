@@ -114,12 +114,20 @@ impl Step {
         Ok(Step::Native(r.clone().unbind()))
     }
 
+    /// [`Self::runnable`] as a part of a runnable being made (a step, a bound runnable): its
+    /// class is looked at again, in case it was patched since the runnable was made (a test's
+    /// spy on `RunnableLambda.invoke`).
+    pub(crate) fn part(r: &Bound<'_, Runnable>) -> PyResult<Self> {
+        Runnable::note_class_overrides(r)?;
+        Self::runnable(r)
+    }
+
     /// Coerces what a user put in a runnable, like langchain_core's `coerce_to_runnable`.
     /// `owner` names the place in errors, e.g. "Parallel step 'summary'".
     pub(crate) fn coerce(obj: &Bound<'_, PyAny>, owner: &str) -> PyResult<Self> {
         let py = obj.py();
         if let Ok(r) = obj.cast::<Runnable>() {
-            return Self::runnable(r);
+            return Self::part(r);
         }
         if let Ok(d) = obj.cast::<PyDict>() {
             return Ok(Step::Native(Parallel::wrap(d)?));
@@ -129,8 +137,10 @@ impl Step {
             // Too cheap to hand off: it runs inline, even on the event loop.
             return Ok(Step::Native(Lambda::wrap(obj, LambdaKind::Inline)?));
         }
-        let has_invoke = obj.hasattr(intern!(py, "invoke"))?;
-        let has_ainvoke = obj.hasattr(intern!(py, "ainvoke"))?;
+        // The methods of its class: an object answering any attribute (a Mock) is a callable.
+        let ty = obj.get_type();
+        let has_invoke = ty.hasattr(intern!(py, "invoke"))?;
+        let has_ainvoke = ty.hasattr(intern!(py, "ainvoke"))?;
         if has_invoke || has_ainvoke {
             return Ok(Step::Foreign {
                 obj: obj.clone().unbind(),
@@ -602,8 +612,15 @@ pub(crate) fn may_be_runnable(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     Ok(has)
 }
 
+/// langchain_core's `@chain` decorator: the function as a Lambda (named after it).
+#[pyfunction]
+fn chain(py: Python<'_>, func: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    Ok(py.get_type::<Lambda>().call1((func,))?.unbind())
+}
+
 pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Runnable>()?;
+    m.add_function(wrap_pyfunction!(chain, m)?)?;
     m.add_class::<Lambda>()?;
     m.add_class::<Parallel>()?;
     m.add_class::<Sequence>()?;

@@ -194,6 +194,27 @@ impl Passthrough {
         Runnable::set_node(slf.as_super(), node, name)
     }
 
+    /// The function called on the input, if any.
+    #[getter]
+    fn func(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let node: &PassthroughNode = Runnable::node_as(slf.as_super())?;
+        Ok(node.func.as_ref().map(|f| f.func.clone_ref(slf.py())))
+    }
+
+    /// The async function awaited on the input, if any.
+    #[getter]
+    fn afunc(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let node: &PassthroughNode = Runnable::node_as(slf.as_super())?;
+        Ok(node.afunc.as_ref().map(|f| f.func.clone_ref(slf.py())))
+    }
+
+    /// The type it declares for its input and output, if any.
+    #[getter]
+    fn input_type(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let node: &PassthroughNode = Runnable::node_as(slf.as_super())?;
+        Ok(node.input_type.as_ref().map(|t| t.clone_ref(slf.py())))
+    }
+
     /// `Passthrough.assign(**steps)`: the input dict plus one key per step, each computed from
     /// the input (the steps run as one Parallel).
     #[staticmethod]
