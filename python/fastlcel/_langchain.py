@@ -302,6 +302,41 @@ def _generator_atransform(self: Any) -> Any:
     return self.afunc
 
 
+# -- attributes of the runnable inside ---------------------------------------------------------
+
+
+def binding_getattr(self: Any, name: str) -> Any:
+    """A Binding's other attributes: its runnable's, a method taking a config getting the
+    binding's merged in (langchain_core's ``RunnableBinding.__getattr__``)."""
+    if "langchain_core" not in sys.modules:  # then the runnable inside is not langchain_core's
+        return getattr(self.bound, name)
+    from langchain_core.runnables.base import RunnableBinding
+
+    return vars(RunnableBinding)["__getattr__"](self, name)
+
+
+def fallbacks_getattr(self: Any, name: str) -> Any:
+    """A WithFallbacks' other attributes: its runnable's, a method that returns a runnable
+    (``bind_tools``) applied to every fallback too (langchain_core's
+    ``RunnableWithFallbacks.__getattr__``)."""
+    attr = getattr(self.runnable, name)
+    if "langchain_core" not in sys.modules or not callable(attr):
+        return attr
+    from langchain_core.runnables.fallbacks import _returns_runnable
+
+    if not _returns_runnable(attr):
+        return attr
+
+    @functools.wraps(attr)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        fields = self._fields()
+        fields["runnable"] = attr(*args, **kwargs)
+        fields["fallbacks"] = [getattr(f, name)(*args, **kwargs) for f in self.fallbacks]
+        return type(self)(**fields)
+
+    return wrapped
+
+
 # -- configurable fields and alternatives -------------------------------------------------------
 
 

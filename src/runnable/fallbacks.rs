@@ -353,15 +353,16 @@ impl WithFallbacks {
             .map(|k| k.clone_ref(py)))
     }
 
-    /// Other attributes are the runnable's (as langchain_core's `model.with_fallbacks([...])
-    /// .model_name`).
+    /// Other attributes are the runnable's, a method that returns a runnable applied to every
+    /// fallback too (as langchain_core's: `model.with_fallbacks([...]).bind_tools(...)`).
     fn __getattr__<'py>(slf: &Bound<'py, Self>, name: &str) -> PyResult<Bound<'py, PyAny>> {
-        if name.starts_with("__") {
+        let py = slf.py();
+        if name.starts_with("__") || Self::node(slf).is_err() {
             return Err(pyo3::exceptions::PyAttributeError::new_err(name.to_owned()));
         }
-        let py = slf.py();
-        let node = Self::node(slf)
-            .map_err(|_| pyo3::exceptions::PyAttributeError::new_err(name.to_owned()))?;
-        node.steps[0].object(py).into_bound(py).getattr(name)
+        static GETATTR: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+        GETATTR
+            .import(py, "fastlcel._langchain", "fallbacks_getattr")?
+            .call1((slf, name))
     }
 }
