@@ -11,27 +11,6 @@ from typing import Any
 from langchain_core.tracers.run_collector import RunCollectorCallbackHandler
 from langchain_core.tracers.schemas import Run
 
-# Until fastlcel's runnables are named as langchain_core's (the API issue), a fastlcel name is
-# compared under the langchain_core name it stands for.
-_FASTLCEL_NAMES = {
-    "Parallel<": "RunnableParallel<",
-    "Assign<": "RunnableAssign<",
-    "Pick<": "RunnablePick<",
-    "Branch": "RunnableBranch",
-    "WithFallbacks": "RunnableWithFallbacks",
-    "Passthrough": "RunnablePassthrough",
-    "<lambda>": "RunnableLambda",
-}
-
-
-def langchain_name(name: str) -> str:
-    if " | " in name:
-        return "RunnableSequence"
-    for ours, theirs in _FASTLCEL_NAMES.items():
-        if name.startswith(ours):
-            return theirs + name[len(ours) :]
-    return name
-
 
 def _error(error: str | None) -> str | None:
     """The exception line of a recorded traceback (its frames differ between libraries)."""
@@ -53,7 +32,7 @@ def _value(value: Any) -> str:
 def canonical(run: Run) -> tuple[Any, ...]:
     children = sorted((canonical(child) for child in run.child_runs), key=repr)
     return (
-        langchain_name(run.name),
+        run.name,
         run.run_type,
         tuple(sorted(run.tags or [])),
         _value((run.extra or {}).get("metadata", {})),

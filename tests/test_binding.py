@@ -230,3 +230,19 @@ def test_bind_reaches_a_generators_sync_and_async_functions(lcel: ModuleType) ->
     bound = lcel.RunnableGenerator(gen, agen).bind(k=100)
     assert bound.invoke(1) == 101
     assert run_async(lambda: bound.ainvoke(1)) == 101
+
+
+def test_other_attributes_are_the_bound_runnables(lcel: ModuleType) -> None:
+    from langchain_core import runnables
+
+    class Described(runnables.RunnableLambda):
+        def describe(self, *, config: dict | None = None) -> list[str]:
+            return sorted((config or {}).get("tags") or [])
+
+    bound = lcel.RunnableLambda(add).bind(k=1)
+    assert bound.func is add
+    described = Described(add).with_config(tags=["own"])
+    mine = lcel.RunnableBinding(bound=Described(add), config={"tags": ["own"]})
+    # a method taking a config gets the binding's merged in
+    assert mine.describe(config={"tags": ["call"]}) == described.describe(config={"tags": ["call"]})
+    assert mine.describe() == ["own"]

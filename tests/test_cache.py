@@ -107,7 +107,7 @@ class TestMemo:
     def test_type_and_repr(self) -> None:
         r = Lambda(abs).with_cache(maxsize=10, ttl=1.5)
         assert isinstance(r, Cached)
-        assert repr(r) == "Cached(Lambda(abs), maxsize=10, ttl=1.5)"
+        assert repr(r) == "Cached(bound=RunnableLambda(abs), maxsize=10, ttl=1.5)"
 
     def test_arguments(self) -> None:
         with pytest.raises(ValueError, match="maxsize"):

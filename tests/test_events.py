@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from conftest import run_async
-from runtrees import langchain_name
 
 pytestmark = [
     pytest.mark.timeout(30),
@@ -56,6 +55,11 @@ PROGRAMS = {
         {"a": 1},
     ),
     "branch": (lambda lc: lc.RunnableBranch((lambda x: x > 0, double), add_one), 3),
+    # A binding hands the events to its runnable under its merged config (the run name).
+    "with_config(run_name)": (
+        lambda lc: lc.RunnableLambda(add_one).with_config(run_name="named", tags=["t"]),
+        1,
+    ),
 }
 
 
@@ -68,7 +72,7 @@ def _value(value: Any) -> str:
 def _event(event: dict[str, Any]) -> tuple[Any, ...]:
     return (
         event["event"],
-        langchain_name(event["name"]),
+        event["name"],
         tuple(sorted(event.get("tags", []))),
         _value(event.get("metadata", {})),
         _value(event.get("data", {})),
@@ -142,7 +146,7 @@ def test_astream_log_final_state_matches_langchain_core(name: str) -> None:
         state: Any = None
         async for log in runnable.astream_log(x, diff=False):
             state = log.state
-        names = sorted(langchain_name(entry["name"]) for entry in state["logs"].values())
+        names = sorted(entry["name"] for entry in state["logs"].values())
         return state["final_output"], names, state["streamed_output"]
 
     ours = run_async(lambda: last_state(build(fastlcel)))
@@ -159,7 +163,7 @@ def test_with_listeners(lcel: ModuleType, async_listeners: bool) -> None:
     if async_listeners:
 
         async def on_start(run: Any) -> None:
-            seen.append(("start", langchain_name(run.name)))
+            seen.append(("start", run.name))
 
         async def on_end(run: Any) -> None:
             seen.append(("end", run.outputs))
@@ -170,7 +174,7 @@ def test_with_listeners(lcel: ModuleType, async_listeners: bool) -> None:
         assert run_async(lambda: chain.ainvoke(1)) == 4
     else:
         chain = (lcel.RunnableLambda(add_one) | double).with_listeners(
-            on_start=lambda run: seen.append(("start", langchain_name(run.name))),
+            on_start=lambda run: seen.append(("start", run.name)),
             on_end=lambda run: seen.append(("end", run.outputs)),
         )
         assert chain.invoke(1) == 4
@@ -200,3 +204,14 @@ def test_runnable_with_message_history_wraps_a_fastlcel_chain(lcel: ModuleType) 
     result = asyncio.run(with_history.ainvoke({"question": "third"}, config))
     assert result.content == "third (4 before)"
     assert [m.content for m in stores["s"].messages][-2:] == ["third", "third (4 before)"]
+
+
+def test_astream_events_of_a_map_raises_as_langchain_cores_does(lcel: ModuleType) -> None:
+    mapped = lcel.RunnableLambda(add_one).map()
+
+    async def events() -> None:
+        async for _ in mapped.astream_events([1, 2], version="v2"):
+            pass
+
+    with pytest.raises(NotImplementedError, match="RunnableEach does not support"):
+        run_async(events)

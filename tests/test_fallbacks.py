@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fakes import AsyncFlaky, Flaky, aoutcome, cancel_while_running, outcome
 from fastlcel import Lambda, Parallel
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import Runnable, RunnableLambda
 
 
 def failing(exc: type[BaseException] = ValueError) -> Flaky:
@@ -81,11 +81,6 @@ class TestInvoke:
         r = Lambda(failing()).with_fallbacks([Lambda(abs)], exception_key="error")
         with pytest.raises(ValueError, match="dict input"):
             r.invoke(1)
-
-    def test_name_and_repr(self) -> None:
-        r = Lambda(abs).with_fallbacks([Lambda(round)])
-        assert r.name == "WithFallbacks"
-        assert repr(r) == "WithFallbacks(runnable=Lambda(abs), fallbacks=[Lambda(round)])"
 
 
 class TestAsync:
@@ -256,3 +251,27 @@ class TestComposition:
         )
         assert r.invoke(1) == ("fb", 1)
         assert primary.total == 2
+
+
+class _Model(RunnableLambda):
+    """A langchain_core runnable with a method that returns a runnable, like a chat model's
+    ``bind_tools``."""
+
+    def with_tag(self, tag: str) -> Runnable[Any, Any]:
+        return self.with_config(tags=[tag])
+
+
+def test_other_attributes_are_the_runnables_and_apply_to_every_fallback(lcel) -> None:
+    def primary(x: int) -> int:
+        raise ValueError(x)
+
+    def backup(x: int) -> int:
+        return x + 1
+
+    runnable = lcel.RunnableWithFallbacks(runnable=_Model(primary), fallbacks=[_Model(backup)])
+    assert runnable.func is primary  # the runnable's own attribute
+    tagged = runnable.with_tag("t")  # a method returning a runnable: on every fallback too
+    assert isinstance(tagged, lcel.RunnableWithFallbacks)
+    assert tagged.runnable.config["tags"] == ["t"]
+    assert [f.config["tags"] for f in tagged.fallbacks] == [["t"]]
+    assert tagged.invoke(1) == 2

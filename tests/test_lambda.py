@@ -205,13 +205,6 @@ def test_explicit_name_wins(impl: Impl) -> None:
     assert impl.Lambda(add_one, name="renamed").get_name() == "renamed"
 
 
-def test_name_property() -> None:
-    assert Lambda(add_one).name == "add_one"
-    assert Lambda(lambda x: x).name == "<lambda>"
-    assert Lambda(add_one, name="renamed").name == "renamed"
-    assert Lambda(async_add_two).name == "async_add_two"
-
-
 def test_func_and_afunc_properties() -> None:
     sync_only = Lambda(add_one)
     assert sync_only.func is add_one
@@ -226,11 +219,6 @@ def test_func_and_afunc_properties() -> None:
     assert both.afunc is async_add_two
 
 
-def test_repr_shows_the_function_name() -> None:
-    assert repr(Lambda(add_one)) == "Lambda(add_one)"
-    assert repr(Lambda(lambda x: x)) == "Lambda(<lambda>)"
-
-
 def test_constructor_keywords(impl: Impl) -> None:
     lam = impl.Lambda(func=add_one, afunc=async_add_two, name="kw")
     assert lam.get_name() == "kw"
@@ -243,3 +231,28 @@ def test_the_same_lambda_serves_concurrent_callers(impl: Impl) -> None:
     par = impl.Parallel(a=lam, b=lam, c={"d": lam})
     assert par.invoke(1) == {"a": 2, "b": 2, "c": {"d": 2}}
     assert par.batch([1, 2]) == [{"a": x + 1, "b": x + 1, "c": {"d": x + 1}} for x in (1, 2)]
+
+
+def _plus(x: int, k: int = 0) -> int:
+    return x + k
+
+
+async def _aplus(x: int, k: int = 0) -> int:
+    return x + k
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda r: r.invoke(1, None, k=10),
+        lambda r: run_async(lambda: r.ainvoke(1, None, k=10)),
+        lambda r: r.batch([1], None, k=10)[0],
+        lambda r: run_async(lambda: r.abatch([1], None, k=10))[0],
+        lambda r: next(iter(r.stream(1, None, k=10))),
+        lambda r: next(iter(r.transform(iter([1]), None, k=10))),
+        lambda r: dict(r.batch_as_completed([1], None, k=10))[0],
+    ],
+    ids=["invoke", "ainvoke", "batch", "abatch", "stream", "transform", "batch_as_completed"],
+)
+def test_keyword_arguments_reach_the_function_from_every_call_method(lcel, call) -> None:
+    assert call(lcel.RunnableLambda(_plus, _aplus)) == 11

@@ -16,7 +16,6 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from runtrees import langchain_name
 
 langsmith = pytest.importorskip("langsmith")
 
@@ -124,7 +123,7 @@ def trees(runs: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         error = run.get("error")
         children = sorted((node(c) for c in by_parent.get(run["id"], [])), key=repr)
         return (
-            langchain_name(run["name"]),
+            run["name"],
             run["run_type"],
             tuple(sorted(run.get("tags") or [])),
             _value(run.get("inputs")),

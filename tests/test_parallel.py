@@ -272,15 +272,6 @@ def test_a_parallel_can_be_invoked_many_times_and_from_many_threads() -> None:
     assert all(r == {"a": r["b"] // 2 + 1, "b": r["b"]} for r in results)
 
 
-def test_get_name_lists_the_keys() -> None:
-    assert Parallel(a=add_one, b=times_two).get_name() == "Parallel<a,b>"
-
-
-def test_repr_shows_the_structure() -> None:
-    par = Parallel(a=add_one, b=lambda x: x)
-    assert repr(par) == "Parallel(a=Lambda(add_one), b=Lambda(<lambda>))"
-
-
 def test_aliases_are_the_same_types() -> None:
     from fastlcel import RunnableLambda, RunnableMap, RunnableParallel
 

@@ -65,7 +65,9 @@ class TestCollect:
 
     def test_repr(self) -> None:
         p = Parallel(a=abs, on_error="collect", merge="list")
-        assert repr(p) == "Parallel(a=Lambda(abs), on_error='collect', merge='list')"
+        assert repr(p) == (
+            "RunnableParallel({\n  a: RunnableLambda(abs)\n}, on_error='collect', merge='list')"
+        )
 
 
 class TestMerge:

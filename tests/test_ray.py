@@ -127,6 +127,15 @@ def test_options_are_per_step(cluster: Any) -> None:
     }
 
 
+def test_a_step_on_ray_pickles_with_its_options(cluster: Any) -> None:
+    import pickle
+
+    step = Lambda(inc, executor=RayExecutor(num_cpus=1))
+    copy = pickle.loads(pickle.dumps(step))
+    assert copy.executor.options == {"num_cpus": 1}
+    assert copy.invoke(1) == 2
+
+
 def test_functions_cross_with_cloudpickle(executor: RayExecutor) -> None:
     assert Lambda(lambda x: x * 3, executor=executor).invoke(2) == 6
 

@@ -236,11 +236,6 @@ class TestComposition:
         assert p.invoke(1) == {"a": 1, "b": 1}
         assert asyncio.run(p.ainvoke(2)) == {"a": 2, "b": 2}
 
-    def test_repr_and_name(self) -> None:
-        r = retried(Flaky(0), stop_after_attempt=5)
-        assert r.name == "flaky"
-        assert repr(r) == "Retry(Lambda(flaky), stop_after_attempt=5)"
-
 
 class TestArguments:
     def test_stop_after_attempt_must_be_positive(self) -> None:

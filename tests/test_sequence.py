@@ -221,10 +221,6 @@ def test_a_sequence_is_reusable_and_immutable(lcel: ModuleType) -> None:
     assert [base.invoke(1), longer.invoke(1), base.invoke(1)] == [4, 1, 4]
 
 
-def test_repr_joins_the_steps() -> None:
-    assert repr(Lambda(add_one) | times_two) == "Lambda(add_one) | Lambda(times_two)"
-
-
 def test_coerced_types() -> None:
     seq = {"a": add_one} | Lambda(times_two) | (lambda d: d)
     assert [type(step) for step in seq.steps] == [Parallel, Lambda, Lambda]

@@ -512,3 +512,20 @@ def test_an_error_upstream_is_raised_after_a_step_stops_reading(lcel: ModuleType
         list(chain.stream(None))
     with pytest.raises(LookupError, match="up failed"):
         astream(chain, None)
+
+
+def _dict_chunks(x: int) -> Iterator[dict[str, int]]:
+    yield {"a": x}
+    yield {"b": x}
+
+
+def test_chunks_that_do_not_add_up_leave_the_last_one(lcel: ModuleType) -> None:
+    """A generator of plain dicts (which `+` cannot add): a step after it, or invoke of it,
+    gets the last chunk, as langchain_core's `_ChunkAccumulator` keeps it."""
+    assert lcel.RunnableLambda(_dict_chunks).invoke(1) == {"b": 1}
+
+    def each(chunks: Iterator[int]) -> Iterator[dict[str, int]]:
+        for chunk in chunks:
+            yield from _dict_chunks(chunk)
+
+    assert list((each | lcel.RunnableLambda(lambda d: d)).transform(iter([1, 2]))) == [{"b": 2}]

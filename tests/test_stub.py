@@ -22,16 +22,20 @@ def test_stub_matches_the_native_module(tmp_path) -> None:
 
 
 def test_each_public_name_is_written_once() -> None:
-    """The native module's public classes are its ``__all__`` (made from what it registers), the
-    stub declares the same (stubtest checks it against the binary), and the package exports
-    them all plus its Python classes."""
+    """The native module's public classes and functions are its ``__all__`` (made from what it
+    registers), the stub declares the same (stubtest checks it against the binary), and the
+    package exports them all plus its Python classes."""
     import ast
     from pathlib import Path
 
     import fastlcel
     from fastlcel import _core
 
-    native = {name for name, obj in vars(_core).items() if isinstance(obj, type) and name[0] != "_"}
+    native = {
+        name
+        for name, obj in vars(_core).items()
+        if (isinstance(obj, type) or callable(obj)) and name[0] != "_"
+    }
     assert native == set(_core.__all__)
     assert len(_core.__all__) == len(native)
 

@@ -111,7 +111,7 @@ class TestSync:
         p = Parallel(a=sleeper(0.05), b=sleeper(1))
         with pytest.raises(StepTimeoutError) as info:
             p.invoke(1, {"timeout": 0.2})
-        assert info.value.step == "Parallel<a,b>"
+        assert info.value.step == "RunnableParallel<a,b>"
 
 
 class TestAsync:
@@ -212,7 +212,9 @@ class TestComposition:
         assert asyncio.run(r.ainvoke(1)) == "cached"
 
     def test_repr(self) -> None:
-        assert repr(Lambda(abs).with_timeout(1.5)) == "Timeout(Lambda(abs), seconds=1.5)"
+        assert repr(Lambda(abs).with_timeout(1.5)) == (
+            "Timeout(bound=RunnableLambda(abs), seconds=1.5)"
+        )
 
 
 class TestArguments:

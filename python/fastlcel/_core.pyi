@@ -15,11 +15,14 @@ from collections.abc import (
 )
 from collections.abc import Sequence as _Seq
 from concurrent.futures import Future
-from typing import Any, Literal, Protocol, TypeAlias, final
+from typing import Any, Generic, Literal, Protocol, TypeAlias, TypeVar, final
 
 from typing_extensions import disjoint_base
 
 _Config: TypeAlias = Mapping[str, Any]
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+_Other = TypeVar("_Other")
 
 class _Executor(Protocol):
     """What ``Lambda(..., executor=...)`` takes: ``concurrent.futures.Executor``'s ``submit``."""
@@ -44,7 +47,13 @@ __all__ = [
     "Branch",
     "Binding",
     "Generator",
+    "WithFallbacks",
+    "Retry",
+    "Each",
+    "Timeout",
+    "Limited",
     "Cached",
+    "chain",
     "RunnableLambda",
     "RunnableParallel",
     "RunnableMap",
@@ -55,6 +64,9 @@ __all__ = [
     "RunnableBranch",
     "RunnableBinding",
     "RunnableGenerator",
+    "RunnableWithFallbacks",
+    "RunnableRetry",
+    "RunnableEach",
     "RateLimiter",
     "ConcurrencyLimit",
 ]
@@ -120,6 +132,9 @@ class RateLimiter:
     """
 
     def __new__(cls, requests_per_second: float, burst: int = 1) -> RateLimiter: ...
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickling: a copy (in another process, say) is a new limiter with the same rate,
+        sharing nothing with this one."""
     @property
     def requests_per_second(self) -> float: ...
     @property
@@ -141,6 +156,9 @@ class ConcurrencyLimit:
     """
 
     def __new__(cls, limit: int) -> ConcurrencyLimit: ...
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickling: a copy (in another process, say) is a new limit of the same size, no
+        permit held, sharing nothing with this one."""
     @property
     def limit(self) -> int: ...
     @property
@@ -148,7 +166,7 @@ class ConcurrencyLimit:
         """Permits held right now."""
 
 @disjoint_base
-class Runnable:
+class Runnable(Generic[_In, _Out]):
     """Base class of every fastlcel runnable (it cannot be instantiated itself).
 
     Every runnable has the langchain_core methods ``invoke``, ``ainvoke``, ``batch`` and
@@ -165,14 +183,75 @@ class Runnable:
     opens and closes its run through langchain_core's callback managers, exactly as
     langchain_core's runnables do (names, tags such as ``seq:step:1``, inputs, outputs,
     errors); a function's config-less inner calls nest under its run. Otherwise nothing is paid.
+
+    The classes are generic like langchain_core's (``RunnableLambda[int, str](f)``) and may be
+    subclassed in Python: a subclass that overrides ``invoke``, ``ainvoke``, ``transform`` or
+    ``atransform`` is called through them wherever it runs, inside chains too (``batch`` and
+    ``stream`` reach them as in langchain_core); so is a runnable whose instance has one of them
+    set (a test's spy) before it is put in a chain. A subclass's ``__init__`` must call the
+    fastlcel class's. Runnables pickle (``pickle``, ``cloudpickle``, ``copy``): a copy is made
+    from the same arguments; a cache starts empty; a limiter in another process is a new one.
     """
 
+    def __class_getitem__(cls, key: Any) -> Any:
+        """``RunnableLambda[int, str]``: a generic alias; an instance made through it records
+        it as ``__orig_class__`` (its types, for the classes langchain_core types so)."""
     @property
-    def name(self) -> str:
-        """A Lambda's function name, ``Parallel<a,b>`` for a Parallel."""
+    def name(self) -> str | None:
+        """langchain_core's ``name``: the name given (``name=``, a Lambda's function name), or
+        None; settable."""
+    @name.setter
+    def name(self, value: str | None) -> None: ...
     def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
-        """langchain_core's ``get_name``: ``name`` (default :attr:`name`) with ``suffix``
-        appended (``NameSuffix`` after a capital, else ``name_suffix``)."""
+        """langchain_core's ``get_name``: ``name``, else this runnable's name (its ``name``, or
+        the one langchain_core gives its class: ``RunnableLambda``, ``RunnableParallel<a,b>``,
+        a binding's runnable's), with ``suffix`` appended (``NameSuffix`` after a capital,
+        else ``name_suffix``)."""
+    # langchain_core's introspection API, answered as langchain_core's own classes answer it
+    # (each method imports langchain_core when called; the results are its objects).
+    @property
+    def InputType(self) -> Any:  # noqa: N802
+        """The type of the input, as langchain_core infers it (a function's annotations, the
+        steps of a composite, the generic parameters, ``with_types``)."""
+    @property
+    def OutputType(self) -> Any:  # noqa: N802
+        """The type of the output, as langchain_core infers it."""
+    @property
+    def input_schema(self) -> Any:
+        """A pydantic model of the input (``get_input_schema()``)."""
+    @property
+    def output_schema(self) -> Any:
+        """A pydantic model of the output (``get_output_schema()``)."""
+    def get_input_schema(self, config: _Config | None = None) -> Any:
+        """A pydantic model of the input, as langchain_core infers it: from a function's first
+        parameter and the keys it reads, an itemgetter's keys, a Sequence's first steps, a
+        Parallel's, Assign's or Branch's steps."""
+    def get_output_schema(self, config: _Config | None = None) -> Any:
+        """A pydantic model of the output, as langchain_core infers it."""
+    def get_input_jsonschema(self, config: _Config | None = None) -> dict[str, Any]:
+        """The JSON schema of the input."""
+    def get_output_jsonschema(self, config: _Config | None = None) -> dict[str, Any]:
+        """The JSON schema of the output."""
+    @property
+    def config_specs(self) -> list[Any]:
+        """The configurable fields of this runnable and of the runnables in it."""
+    def config_schema(self, *, include: _Seq[str] | None = None) -> Any:
+        """A pydantic model of the config this runnable accepts."""
+    def get_config_jsonschema(self, *, include: _Seq[str] | None = None) -> dict[str, Any]:
+        """The JSON schema of the config this runnable accepts."""
+    def get_graph(self, config: _Config | None = None) -> Any:
+        """A langchain_core ``Graph`` of this runnable, composites drawn with their steps."""
+    def get_prompts(self, config: _Config | None = None) -> list[Any]:
+        """The prompt templates among the runnables in it."""
+    def as_tool(
+        self,
+        args_schema: Any = None,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        arg_types: dict[str, type] | None = None,
+    ) -> Any:
+        """A langchain_core ``BaseTool`` that runs this runnable (langchain_core's ``as_tool``)."""
     def invoke(self, input: Any, config: _Config | None = None, **kwargs: Any) -> Any:
         """Run on ``input`` and return the result.
 
@@ -277,6 +356,12 @@ class Runnable:
         united, metadata and configurable merged, as langchain_core's ``merge_configs``)."""
     def bind(self, **kwargs: Any) -> Runnable:
         """A :class:`Binding` passing ``kwargs`` to the function (or a foreign ``invoke``)."""
+    def with_types(self, input_type: Any = None, output_type: Any = None) -> Runnable:
+        """A :class:`Binding` declaring the input and output types (its schemas follow them),
+        as langchain_core's ``with_types`` (LangServe's ``add_routes`` reads them)."""
+    def map(self) -> Each:
+        """A runnable that runs this one on every item of a list input, at once (an
+        :class:`Each`, langchain_core's ``RunnableEach``)."""
     def with_retry(
         self,
         *,
@@ -333,7 +418,7 @@ class Runnable:
         maxsize: int | None = 128,
         ttl: float | None = None,
         key: Callable[[Any], Hashable] | None = None,
-    ) -> Cached:
+    ) -> Runnable:
         """A runnable that memoizes this one's results by input (or by ``key(input)``).
 
         At most ``maxsize`` results are kept (least recently used dropped first; ``None``: no
@@ -343,8 +428,39 @@ class Runnable:
         hit returns the same object, not a copy.
         """
 
-@final
-class Lambda(Runnable):
+class _Serializable(Runnable[_In, _Out]):
+    """The classes whose langchain_core counterpart is serializable and configurable."""
+
+    def configurable_fields(self, **kwargs: Any) -> Any:
+        """langchain_core's ``configurable_fields``: this runnable with fields set from each
+        call's ``configurable`` config (the fields are langchain_core's: ``steps__``,
+        ``kwargs``...)."""
+    def configurable_alternatives(
+        self,
+        which: Any,
+        *,
+        default_key: str = "default",
+        prefix_keys: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """langchain_core's ``configurable_alternatives``: this runnable or an alternative,
+        chosen by each call's ``configurable`` config."""
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        """True, as for the langchain_core counterpart."""
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        """The langchain_core counterpart's namespace."""
+    @classmethod
+    def lc_id(cls) -> list[str]:
+        """The id langchain_core serializes the counterpart under."""
+    def to_json(self) -> Any:
+        """langchain_core's serialized form of the same runnable (``dumpd`` of its
+        langchain_core equivalent); ``langchain_core.load.load`` makes a langchain_core runnable
+        of it. (``langchain_core.load.dumps(runnable)`` itself writes a fastlcel runnable as
+        not serializable: it recognises pydantic subclasses of its ``Serializable`` only.)"""
+
+class Lambda(Runnable[_In, _Out]):
     """Wrap a function as a runnable, like ``langchain_core.runnables.RunnableLambda``.
 
     ``func`` is called by ``invoke``/``batch``; an ``async def`` function (given as ``func`` or as
@@ -352,7 +468,8 @@ class Lambda(Runnable):
     awaited from asyncio runs on fastlcel's thread pool and never blocks the loop. ``invoke`` of
     an async-only Lambda awaits it on fastlcel's own event loop, in a background thread
     (langchain_core raises ``TypeError``). A function with a parameter named ``config``
-    receives the call's config dict.
+    receives the call's config dict. Named after its function (``name`` otherwise), shown by
+    its lambda's source: ``RunnableLambda(lambda x: x + 1)``.
 
     >>> Lambda(lambda x: x + 1).invoke(1)
     2
@@ -380,14 +497,14 @@ class Lambda(Runnable):
     function's own exceptions come back as the executor delivers them, of their own class.
     """
 
-    def __new__(
-        cls,
+    def __init__(
+        self,
         func: Callable[..., Any],
         afunc: Callable[..., Awaitable[Any]] | None = None,
         name: str | None = None,
         *,
         executor: _Executor | None = None,
-    ) -> Lambda: ...
+    ) -> None: ...
     @property
     def func(self) -> Callable[..., Any] | None:
         """The sync function (``None`` for an async-only Lambda)."""
@@ -395,17 +512,23 @@ class Lambda(Runnable):
     def afunc(self) -> Callable[..., Awaitable[Any]] | None:
         """The async function (``None`` for a sync-only Lambda)."""
     @property
+    def deps(self) -> list[Any]:
+        """The runnables its function uses from its closure or globals (langchain_core's
+        ``deps``: its graph and config specs include theirs)."""
+    @property
     def executor(self) -> _Executor | None:
         """The executor the function runs on (``None``: here)."""
 
-@final
-class Parallel(Runnable):
+def chain(func: Callable[..., Any]) -> Lambda:
+    """langchain_core's ``@chain`` decorator: the function as a :class:`Lambda`."""
+
+class Parallel(_Serializable[_In, dict[str, Any]]):
     """Run several steps on the same input at once and collect a dict of their results.
 
     A drop-in for ``langchain_core.runnables.RunnableParallel``. Steps may be runnables, plain
     callables, dicts (a nested :class:`Parallel`), ``operator.itemgetter`` objects or any object
     with ``invoke``/``ainvoke`` (a langchain_core Runnable, say). Keyword steps override those of
-    ``mapping``. The result keeps the declared key order.
+    ``steps__``. The result keeps the declared key order.
 
     >>> Parallel(a=lambda x: x + 1, b=lambda x: x * 2).invoke(3)
     {'a': 4, 'b': 6}
@@ -414,109 +537,248 @@ class Parallel(Runnable):
     exception object in its slot (``"raise"``, the default, raises the first failure at once).
     ``merge`` shapes the result: ``"dict"`` (default), ``"list"`` (results in key order) or a
     function that takes the result dict. Both are keyword options, so a step named ``on_error``
-    or ``merge`` must be passed in ``mapping``: ``Parallel({"merge": step})``.
+    or ``merge`` must be passed in ``steps__``: ``Parallel({"merge": step})``.
     """
 
-    def __new__(
-        cls,
-        mapping: Mapping[str, Any] | None = None,
+    def __init__(
+        self,
+        steps__: Mapping[str, Any] | None = None,
         /,
         *,
         on_error: Literal["raise", "collect"] = "raise",
         merge: Literal["dict", "list"] | Callable[[dict[str, Any]], Any] = "dict",
         **steps: Any,
-    ) -> Parallel: ...
+    ) -> None: ...
     @property
     def steps(self) -> dict[str, Any]:
-        """The steps after coercion, in declared order (``steps__`` in langchain_core)."""
+        """The steps after coercion, in declared order."""
+    @property
+    def steps__(self) -> dict[str, Any]:
+        """langchain_core's name for :attr:`steps`."""
 
-@final
-class Sequence(Runnable):
+class Sequence(_Serializable[_In, _Out]):
     """Steps run one after the other, each on the previous one's output, like
     ``langchain_core.runnables.RunnableSequence``; usually made with ``|``. Nested sequences are
-    flattened; at least 2 steps."""
+    flattened; at least 2 steps. langchain_core's ``first``, ``middle`` and ``last`` may be given
+    instead of the steps."""
 
-    def __new__(cls, *steps: Any, name: str | None = None) -> Sequence: ...
+    def __init__(
+        self,
+        *steps: Any,
+        name: str | None = None,
+        first: Any = None,
+        middle: list[Any] | None = None,
+        last: Any = None,
+    ) -> None: ...
     @property
     def steps(self) -> list[Any]: ...
     @property
     def first(self) -> Any: ...
     @property
+    def middle(self) -> list[Any]: ...
+    @property
     def last(self) -> Any: ...
 
-@final
-class Passthrough(Runnable):
+class Passthrough(_Serializable[_Other, _Other]):
     """Passes its input through unchanged (``RunnablePassthrough``); with ``func``, calls it on
-    the input first, for side effects."""
+    the input first, for side effects (an async ``afunc`` when awaited). ``input_type`` declares
+    the type of its input and output."""
 
-    def __new__(cls, func: Callable[..., Any] | None = None) -> Passthrough: ...
+    def __init__(
+        self,
+        func: Callable[..., Any] | None = None,
+        afunc: Callable[..., Awaitable[Any]] | None = None,
+        *,
+        input_type: Any = None,
+        name: str | None = None,
+    ) -> None: ...
+    @property
+    def func(self) -> Callable[..., Any] | None: ...
+    @property
+    def afunc(self) -> Callable[..., Awaitable[Any]] | None: ...
+    @property
+    def input_type(self) -> Any: ...
     @staticmethod
     def assign(**steps: Any) -> Runnable:
         """The input dict plus one key per step, computed from the input (``RunnableAssign``).
         A non-dict input raises ``ValueError``, as in langchain_core."""
 
-@final
-class Assign(Runnable):
+class Assign(_Serializable[dict[str, Any], dict[str, Any]]):
     """The input dict plus computed keys (``RunnableAssign``)."""
 
-    def __new__(cls, mapper: Parallel | Mapping[str, Any]) -> Assign: ...
+    def __init__(
+        self, mapper: Parallel | Mapping[str, Any], *, name: str | None = None
+    ) -> None: ...
     @property
     def mapper(self) -> Parallel: ...
 
-@final
-class Pick(Runnable):
+class Pick(_Serializable[dict[str, Any], Any]):
     """One key of the input dict (its value, or None), or a dict of the listed keys present
     (None if none is), like ``RunnablePick``."""
 
-    def __new__(cls, keys: str | list[str]) -> Pick: ...
+    def __init__(self, keys: str | list[str], *, name: str | None = None) -> None: ...
     @property
     def keys(self) -> str | list[str]: ...
 
-@final
-class Branch(Runnable):
+class Branch(_Serializable[_In, _Out]):
     """``Branch((condition, runnable), ..., default)``: runs the first runnable whose condition
     is true on the input, else the default (``RunnableBranch``)."""
 
-    def __new__(cls, *branches: Any) -> Branch: ...
+    def __init__(self, *branches: Any, name: str | None = None) -> None: ...
     @property
     def branches(self) -> list[tuple[Any, Any]]: ...
     @property
     def default(self) -> Any: ...
 
-@final
-class Binding(Runnable):
-    """A runnable with a config and keyword arguments of its own (``RunnableBinding``); made by
-    :meth:`Runnable.with_config` and :meth:`Runnable.bind`."""
+class Binding(_Serializable[_In, _Out]):
+    """A runnable with a config, keyword arguments and types of its own (``RunnableBinding``);
+    made by :meth:`Runnable.with_config`, :meth:`Runnable.bind` and
+    :meth:`Runnable.with_types`. ``config_factories`` are functions of each call's merged config
+    whose configs are merged in. Other attributes are the bound runnable's."""
 
+    def __init__(
+        self,
+        *,
+        bound: Any,
+        kwargs: Mapping[str, Any] | None = None,
+        config: _Config | None = None,
+        config_factories: list[Callable[[dict[str, Any]], _Config]] | None = None,
+        custom_input_type: Any = None,
+        custom_output_type: Any = None,
+        name: str | None = None,
+    ) -> None: ...
     @property
     def bound(self) -> Any: ...
     @property
     def config(self) -> dict[str, Any]: ...
     @property
     def kwargs(self) -> dict[str, Any]: ...
+    @property
+    def config_factories(self) -> list[Callable[[dict[str, Any]], _Config]]: ...
+    @property
+    def custom_input_type(self) -> Any: ...
+    @property
+    def custom_output_type(self) -> Any: ...
 
-@final
-class Generator(Runnable):
+class Generator(Runnable[_In, _Out]):
     """A generator function over the stream of input chunks (``RunnableGenerator``):
     ``transform(chunks)`` yields output chunks, ``atransform`` is its async counterpart;
     ``invoke`` returns the sum of the chunks. Coercion makes one from a generator function."""
 
-    def __new__(
-        cls,
+    def __init__(
+        self,
         transform: Callable[..., Any],
         atransform: Callable[..., Any] | None = None,
         *,
         name: str | None = None,
-    ) -> Generator: ...
+    ) -> None: ...
     @property
     def func(self) -> Callable[..., Any] | None: ...
     @property
     def afunc(self) -> Callable[..., Any] | None: ...
 
-@final
-class Cached(Runnable):
-    """A runnable with memoized results, made by :meth:`Runnable.with_cache`."""
+class WithFallbacks(_Serializable[_In, _Out]):
+    """A runnable with fallbacks (``RunnableWithFallbacks``), made by
+    :meth:`Runnable.with_fallbacks`. Other attributes are the runnable's."""
 
+    def __init__(
+        self,
+        *,
+        runnable: Any,
+        fallbacks: _Seq[Any],
+        exceptions_to_handle: tuple[type[BaseException], ...] | None = None,
+        exception_key: str | None = None,
+        name: str | None = None,
+    ) -> None: ...
+    @property
+    def runnable(self) -> Any: ...
+    @property
+    def fallbacks(self) -> list[Any]: ...
+    @property
+    def runnables(self) -> Iterator[Any]:
+        """The runnable, then its fallbacks."""
+    @property
+    def exceptions_to_handle(self) -> tuple[type[BaseException], ...]: ...
+    @property
+    def exception_key(self) -> str | None: ...
+
+class Retry(_Serializable[_In, _Out]):
+    """A runnable retried on failure (``RunnableRetry``), made by :meth:`Runnable.with_retry`
+    (langchain_core's field names: ``retry_exception_types``, ``max_attempt_number``...)."""
+
+    def __init__(
+        self,
+        *,
+        bound: Any,
+        retry_exception_types: tuple[type[BaseException], ...]
+        | Callable[[BaseException], bool]
+        | None = None,
+        wait_exponential_jitter: bool = True,
+        exponential_jitter_params: Mapping[str, float] | None = None,
+        max_attempt_number: int = 3,
+        kwargs: Mapping[str, Any] | None = None,
+        config: _Config | None = None,
+        config_factories: list[Callable[[dict[str, Any]], _Config]] | None = None,
+        name: str | None = None,
+    ) -> None: ...
+    @property
+    def bound(self) -> Any: ...
+    @property
+    def retry_exception_types(self) -> Any: ...
+    @property
+    def wait_exponential_jitter(self) -> bool: ...
+    @property
+    def exponential_jitter_params(self) -> Mapping[str, float] | None: ...
+    @property
+    def max_attempt_number(self) -> int: ...
+
+class Each(_Serializable[list[_In], list[_Out]]):
+    """A runnable run on every item of a list input at once, results in input order
+    (``RunnableEach``), made by :meth:`Runnable.map`: its runnable's ``batch`` as a step."""
+
+    def __init__(self, *, bound: Any, name: str | None = None) -> None: ...
+    @property
+    def bound(self) -> Any: ...
+
+class Timeout(Runnable[_In, _Out]):
+    """A runnable under a deadline, made by :meth:`Runnable.with_timeout`; named, typed and
+    drawn as its runnable."""
+
+    def __init__(self, bound: Any, seconds: float | None, *, name: str | None = None) -> None: ...
+    @property
+    def bound(self) -> Any: ...
+    @property
+    def seconds(self) -> float | None:
+        """The deadline (None: each call's ``timeout`` config key)."""
+
+class Limited(Runnable[_In, _Out]):
+    """A runnable behind a :class:`RateLimiter` or a :class:`ConcurrencyLimit`, made by
+    :meth:`Runnable.with_rate_limit` and :meth:`Runnable.with_concurrency_limit`; named, typed
+    and drawn as its runnable."""
+
+    def __init__(
+        self, bound: Any, limiter: RateLimiter | ConcurrencyLimit, *, name: str | None = None
+    ) -> None: ...
+    @property
+    def bound(self) -> Any: ...
+    @property
+    def limiter(self) -> RateLimiter | ConcurrencyLimit: ...
+
+class Cached(Runnable[_In, _Out]):
+    """A runnable with memoized results, made by :meth:`Runnable.with_cache`; named, typed and
+    drawn as its runnable."""
+
+    def __init__(
+        self,
+        bound: Any,
+        *,
+        maxsize: int | None = 128,
+        ttl: float | None = None,
+        key: Callable[[Any], Hashable] | None = None,
+        name: str | None = None,
+    ) -> None: ...
+    @property
+    def bound(self) -> Any: ...
     def cache_clear(self) -> None:
         """Forget every cached result."""
     def cache_info(self) -> dict[str, int | None]:
@@ -533,3 +795,6 @@ RunnablePick = Pick
 RunnableBranch = Branch
 RunnableBinding = Binding
 RunnableGenerator = Generator
+RunnableWithFallbacks = WithFallbacks
+RunnableRetry = Retry
+RunnableEach = Each

@@ -1,10 +1,12 @@
 """Interop with langchain_core, without importing it.
 
 fastlcel runnables are registered as virtual subclasses of ``langchain_core.runnables.Runnable``
-as soon as langchain_core is loaded (now, or whenever it is imported later), so that
-langchain_core accepts them wherever it accepts a Runnable: ``lc_runnable | fastlcel_runnable``,
-a step of a ``RunnableSequence`` or ``RunnableParallel``, and so on. langchain_core calls them
-through the methods they share (invoke, ainvoke, batch, abatch, stream, transform, ...).
+as soon as langchain_core's runnables are loaded (now, or whenever they are imported later), so
+that langchain_core accepts them wherever it accepts a Runnable: ``lc_runnable |
+fastlcel_runnable``, a step of a ``RunnableSequence`` or ``RunnableParallel``, and so on.
+langchain_core calls them through the methods they share (invoke, ainvoke, batch, abatch,
+stream, transform, ...). Their langchain_core API (schemas, graphs...) is installed with fastlcel
+itself (``_langchain``), whatever is imported first.
 """
 
 from __future__ import annotations
@@ -15,39 +17,9 @@ import sys
 from types import ModuleType
 from typing import Any
 
+from fastlcel import _langchain
+
 _TARGET = "langchain_core.runnables.base"
-
-
-# langchain_core's own implementations, generic over any runnable: what its composites call on
-# their steps to describe themselves (schemas, config specs, graphs).
-_BORROWED_METHODS = (
-    "get_input_schema",
-    "get_output_schema",
-    "get_input_jsonschema",
-    "get_output_jsonschema",
-    "config_schema",
-    "get_config_jsonschema",
-    "get_graph",
-    "get_prompts",
-)
-_BORROWED_PROPERTIES = ("input_schema", "output_schema", "config_specs")
-
-
-def _register(base: ModuleType) -> None:
-    from fastlcel._core import Runnable
-
-    base.Runnable.register(Runnable)
-    lc = base.Runnable
-    for name in _BORROWED_METHODS:
-        if not hasattr(Runnable, name):
-            setattr(Runnable, name, lc.__dict__[name])
-    for name in _BORROWED_PROPERTIES:
-        if not hasattr(Runnable, name):
-            setattr(Runnable, name, lc.__dict__[name])
-    # fastlcel runnables are not generic classes: their input and output types are Any.
-    if not hasattr(Runnable, "InputType"):
-        Runnable.InputType = property(lambda self: Any)  # type: ignore[attr-defined]
-        Runnable.OutputType = property(lambda self: Any)  # type: ignore[attr-defined]
 
 
 class _Finder(importlib.abc.MetaPathFinder):
@@ -75,7 +47,7 @@ class _Loader(importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         self._loader.exec_module(module)
-        _register(module)
+        _langchain.register(module)
         _uninstall()
 
 
@@ -90,6 +62,6 @@ def _uninstall() -> None:
 def install() -> None:
     base = sys.modules.get(_TARGET)
     if base is not None:
-        _register(base)
+        _langchain.register(base)
     elif _finder not in sys.meta_path:
         sys.meta_path.insert(0, _finder)

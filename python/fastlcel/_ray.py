@@ -84,6 +84,14 @@ class RayExecutor(concurrent.futures.Executor):
         options = ", ".join(f"{k}={v!r}" for k, v in self._options.items())
         return f"RayExecutor({options})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its options (a step on it pickles with it; its cache is made anew)."""
+        return (_remade, (self._options,))
+
+
+def _remade(options: dict[str, Any]) -> RayExecutor:
+    return RayExecutor(**options)
+
 
 class _RayFuture(concurrent.futures.Future):  # type: ignore[type-arg]
     """The outcome of one Ray task; ``cancel()`` cancels the task."""

@@ -227,6 +227,13 @@ impl Drop for Abandon {
 
 #[pymethods]
 impl ConcurrencyLimit {
+    /// Pickling: a copy (in another process, say) is a new limit of the same size, with no
+    /// permit held, which shares nothing with this one.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, pyo3::types::PyTuple>> {
+        let args = (slf.get().limit,).into_pyobject(slf.py())?;
+        pyo3::types::PyTuple::new(slf.py(), [slf.get_type().into_any(), args.into_any()])
+    }
+
     #[new]
     fn py_new(limit: i64) -> PyResult<Self> {
         let limit = usize::try_from(limit)

@@ -50,6 +50,14 @@ impl RateLimiter {
 
 #[pymethods]
 impl RateLimiter {
+    /// Pickling: a copy (in another process, say) is a new limiter with the same rate, which
+    /// shares nothing with this one.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, pyo3::types::PyTuple>> {
+        let this = slf.get();
+        let args = (this.requests_per_second, this.burst).into_pyobject(slf.py())?;
+        pyo3::types::PyTuple::new(slf.py(), [slf.get_type().into_any(), args.into_any()])
+    }
+
     #[new]
     #[pyo3(signature = (requests_per_second, burst=1))]
     fn py_new(requests_per_second: f64, burst: i64) -> PyResult<Self> {

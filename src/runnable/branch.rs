@@ -7,8 +7,8 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
 use crate::errors::{type_error, value_error};
-use pyo3::types::{PyList, PyTuple};
-use pyo3::{PyClassInitializer, PyTraverseError};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyTypeInfo};
 
 use super::base::{Node, Runnable};
 use super::{describe, Args, Step};
@@ -93,20 +93,26 @@ impl Node for BranchNode {
     }
 
     fn name(&self, _py: Python<'_>) -> String {
-        "Branch".to_owned()
+        "RunnableBranch".to_owned()
     }
 
     fn repr(&self, py: Python<'_>) -> PyResult<String> {
-        let mut parts = Vec::new();
-        for (c, r) in &self.branches {
-            parts.push(format!(
-                "({}, {})",
-                c.object(py).bind(py).repr()?,
-                r.object(py).bind(py).repr()?
-            ));
-        }
-        parts.push(self.default.object(py).bind(py).repr()?.to_string());
-        Ok(format!("Branch({})", parts.join(", ")))
+        Ok(format!(
+            "RunnableBranch(branches={}, default={})",
+            branch_list(py, self)?.repr()?,
+            self.default.object(py).bind(py).repr()?
+        ))
+    }
+
+    fn class<'py>(&self, py: Python<'py>) -> Bound<'py, PyType> {
+        Branch::type_object(py)
+    }
+
+    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let fields = PyDict::new(py);
+        fields.set_item("branches", branch_list(py, self)?)?;
+        fields.set_item("default", self.default.object(py))?;
+        Ok(fields)
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -129,27 +135,68 @@ fn branch_list<'py>(py: Python<'py>, node: &BranchNode) -> PyResult<Bound<'py, P
 
 /// Runs the first runnable whose condition is true on the input, else the default, like
 /// langchain_core's `RunnableBranch`: `Branch((cond, runnable), ..., default)`.
-#[pyclass(frozen, extends = Runnable, module = "fastlcel", name = "Branch")]
+#[pyclass(frozen, subclass, extends = Runnable, module = "fastlcel", name = "Branch")]
 pub(crate) struct Branch;
 
 #[pymethods]
 impl Branch {
     #[new]
-    #[pyo3(signature = (*branches))]
-    fn py_new(branches: &Bound<'_, PyTuple>) -> PyResult<PyClassInitializer<Self>> {
-        let n = branches.len();
+    #[classmethod]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(*branches, name=None)")]
+    fn py_new(
+        cls: &Bound<'_, PyType>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<pyo3::PyClassInitializer<Self>> {
+        Ok(Runnable::blank_of(cls, &Self::type_object(cls.py()))?.add_subclass(Branch))
+    }
+
+    /// `Branch((condition, runnable), ..., default)`; or langchain_core's fields, `branches=`
+    /// and `default=`, when none is given by position.
+    #[pyo3(signature = (*branches, name=None, **fields))]
+    fn __init__(
+        slf: &Bound<'_, Self>,
+        branches: &Bound<'_, PyTuple>,
+        name: Option<Bound<'_, PyString>>,
+        fields: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let mut items: Vec<Bound<'_, PyAny>> = branches.iter().collect();
+        if let Some(fields) = fields {
+            if !items.is_empty() {
+                return Err(type_error(
+                    "Branch takes (condition, runnable) pairs and a default by position, or \
+                     branches= and default=, not both",
+                ));
+            }
+            for (key, value) in fields.iter() {
+                match key.extract::<&str>()? {
+                    "branches" => items.extend(value.try_iter()?.collect::<PyResult<Vec<_>>>()?),
+                    "default" => {}
+                    other => {
+                        return Err(type_error(format!(
+                            "Branch got an unexpected keyword argument '{other}'"
+                        )))
+                    }
+                }
+            }
+            if let Some(default) = fields.get_item("default")? {
+                items.push(default);
+            }
+        }
+        let n = items.len();
         if n < 2 {
             return Err(value_error(
-                "Branch requires at least two branches: (condition, runnable) pairs and a default",
+                "RunnableBranch requires at least two branches: (condition, runnable) pairs \
+                 and a default",
             ));
         }
-        let default = Step::coerce(&branches.get_item(n - 1)?, "Branch default")?;
+        let default = Step::coerce(&items[n - 1], "Branch default")?;
         let mut pairs = Vec::with_capacity(n - 1);
-        for (i, branch) in branches.iter().take(n - 1).enumerate() {
+        for (i, branch) in items.iter().take(n - 1).enumerate() {
             if !(branch.is_instance_of::<PyTuple>() || branch.is_instance_of::<PyList>()) {
                 return Err(type_error(format!(
                     "Branch branch {i} is {}; expected a (condition, runnable) tuple",
-                    describe(&branch)
+                    describe(branch)
                 )));
             }
             if branch.len()? != 2 {
@@ -166,18 +213,18 @@ impl Branch {
             branches: pairs,
             default,
         };
-        Ok(Runnable::init(node).add_subclass(Branch))
+        Runnable::set_node(slf.as_super(), node, name)
     }
 
     /// The `(condition, runnable)` pairs, in order.
     #[getter]
     fn branches<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyList>> {
-        branch_list(slf.py(), slf.as_super().get().node_as())
+        branch_list(slf.py(), Runnable::node_as(slf.as_super())?)
     }
 
     #[getter]
-    fn default(slf: &Bound<'_, Self>) -> Py<PyAny> {
-        let node: &BranchNode = slf.as_super().get().node_as();
-        node.default.object(slf.py())
+    fn default(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let node: &BranchNode = Runnable::node_as(slf.as_super())?;
+        Ok(node.default.object(slf.py()))
     }
 }

@@ -17,8 +17,8 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
 use crate::errors::{type_error, value_error};
-use pyo3::types::PyDict;
-use pyo3::{intern, PyTraverseError};
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::{intern, PyTraverseError, PyTypeInfo};
 
 use super::base::{Node, Runnable};
 use super::{describe, Args, Step};
@@ -403,8 +403,27 @@ impl Node for CachedNode {
         })
     }
 
+    /// Named as langchain_core names a binding: after its runnable.
     fn name(&self, py: Python<'_>) -> String {
         self.inner.name(py)
+    }
+
+    fn named_by_class(&self) -> bool {
+        false
+    }
+
+    fn class<'py>(&self, py: Python<'py>) -> Bound<'py, PyType> {
+        Cached::type_object(py)
+    }
+
+    /// A copy starts with an empty cache.
+    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let fields = PyDict::new(py);
+        fields.set_item("bound", self.inner.object(py))?;
+        fields.set_item("maxsize", self.store.maxsize)?;
+        fields.set_item("ttl", self.store.ttl.map(|t| t.as_secs_f64()))?;
+        fields.set_item("key", &self.key)?;
+        Ok(fields)
     }
 
     fn repr(&self, py: Python<'_>) -> PyResult<String> {
@@ -417,7 +436,7 @@ impl Node for CachedNode {
             .ttl
             .map_or_else(|| "None".to_owned(), |t| t.as_secs_f64().to_string());
         Ok(format!(
-            "Cached({}, maxsize={maxsize}, ttl={ttl})",
+            "Cached(bound={}, maxsize={maxsize}, ttl={ttl})",
             self.inner.object(py).bind(py).repr()?
         ))
     }
@@ -437,26 +456,60 @@ impl Node for CachedNode {
 }
 
 /// A runnable whose results are memoized (see `Runnable.with_cache`).
-#[pyclass(frozen, extends = Runnable, module = "fastlcel", name = "Cached")]
+#[pyclass(frozen, subclass, extends = Runnable, module = "fastlcel", name = "Cached")]
 pub(crate) struct Cached;
 
 impl Cached {
-    fn store<'a>(slf: &'a Bound<'_, Self>) -> &'a Store {
-        &slf.as_super().get().node_as::<CachedNode>().store
+    fn store<'a>(slf: &'a Bound<'_, Self>) -> PyResult<&'a Store> {
+        Ok(&Runnable::node_as::<CachedNode>(slf.as_super())?.store)
     }
 }
 
 #[pymethods]
 impl Cached {
+    #[new]
+    #[classmethod]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(bound, *, maxsize=128, ttl=None, key=None, name=None)")]
+    fn py_new(
+        cls: &Bound<'_, PyType>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<pyo3::PyClassInitializer<Self>> {
+        Ok(Runnable::blank_of(cls, &Self::type_object(cls.py()))?.add_subclass(Cached))
+    }
+
+    /// `Cached(bound, maxsize=..., ttl=..., key=...)`: `bound.with_cache(...)`.
+    #[pyo3(signature = (bound, *, maxsize=Some(128), ttl=None, key=None, name=None))]
+    fn __init__(
+        slf: &Bound<'_, Self>,
+        bound: &Bound<'_, PyAny>,
+        maxsize: Option<i64>,
+        ttl: Option<&Bound<'_, PyAny>>,
+        key: Option<&Bound<'_, PyAny>>,
+        name: Option<Bound<'_, PyString>>,
+    ) -> PyResult<()> {
+        let step = Step::coerce(bound, "Cached bound")?;
+        let node = CachedNode::new(slf.py(), step, maxsize, ttl, key)?;
+        Runnable::set_node(slf.as_super(), node, name)
+    }
+
+    /// The runnable whose results are cached.
+    #[getter]
+    fn bound(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let node: &CachedNode = Runnable::node_as(slf.as_super())?;
+        Ok(node.inner.object(slf.py()))
+    }
+
     /// Forgets every cached result.
-    fn cache_clear(slf: &Bound<'_, Self>) {
-        Self::store(slf).map.bind(slf.py()).clear();
+    fn cache_clear(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::store(slf)?.map.bind(slf.py()).clear();
+        Ok(())
     }
 
     /// `{"hits": ..., "misses": ..., "size": ..., "maxsize": ...}`.
     fn cache_info<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
         let py = slf.py();
-        let store = Self::store(slf);
+        let store = Self::store(slf)?;
         let info = PyDict::new(py);
         info.set_item("hits", store.hits.load(Ordering::Relaxed))?;
         info.set_item("misses", store.misses.load(Ordering::Relaxed))?;
@@ -468,44 +521,58 @@ impl Cached {
 
 /// `runnable.with_cache(maxsize=..., ttl=..., key=...)`.
 pub(crate) fn with_cache(
-    runnable: &Bound<'_, Runnable>,
+    step: Step,
     maxsize: Option<i64>,
     ttl: Option<&Bound<'_, PyAny>>,
     key: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Py<Cached>> {
-    let py = runnable.py();
-    let maxsize = maxsize
-        .map(|n| {
-            usize::try_from(n).ok().filter(|&n| n >= 1).ok_or_else(|| {
-                value_error(format!(
-                    "with_cache maxsize must be a positive int, or None for no bound; got {n}"
-                ))
+) -> PyResult<Py<Runnable>> {
+    Python::attach(|py| {
+        let node = CachedNode::new(py, step, maxsize, ttl, key)?;
+        Runnable::create(py, node, Cached, None)
+    })
+}
+
+impl CachedNode {
+    fn new(
+        py: Python<'_>,
+        step: Step,
+        maxsize: Option<i64>,
+        ttl: Option<&Bound<'_, PyAny>>,
+        key: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let maxsize = maxsize
+            .map(|n| {
+                usize::try_from(n).ok().filter(|&n| n >= 1).ok_or_else(|| {
+                    value_error(format!(
+                        "with_cache maxsize must be a positive int, or None for no bound; got {n}"
+                    ))
+                })
             })
+            .transpose()?;
+        let ttl = ttl
+            .filter(|t| !t.is_none())
+            .map(|t| parse_timeout(t, "with_cache ttl").map(Duration::from_secs_f64))
+            .transpose()?;
+        let key = match key.filter(|k| !k.is_none()) {
+            Some(k) if !k.is_callable() => {
+                return Err(type_error(format!(
+                    "with_cache key must be a function of the input that returns a hashable \
+                     key; got {}",
+                    type_name(k)
+                )))
+            }
+            k => k.map(|k| k.clone().unbind()),
+        };
+        Ok(CachedNode {
+            inner: Arc::new(step),
+            store: Arc::new(Store {
+                map: PyDict::new(py).unbind(),
+                maxsize,
+                ttl,
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
+            }),
+            key,
         })
-        .transpose()?;
-    let ttl = ttl
-        .filter(|t| !t.is_none())
-        .map(|t| parse_timeout(t, "with_cache ttl").map(Duration::from_secs_f64))
-        .transpose()?;
-    let key = match key.filter(|k| !k.is_none()) {
-        Some(k) if !k.is_callable() => {
-            return Err(type_error(format!(
-            "with_cache key must be a function of the input that returns a hashable key; got {}",
-            type_name(k)
-        )))
-        }
-        k => k.map(|k| k.clone().unbind()),
-    };
-    let node = CachedNode {
-        inner: Arc::new(Step::Native(runnable.clone().unbind())),
-        store: Arc::new(Store {
-            map: PyDict::new(py).unbind(),
-            maxsize,
-            ttl,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-        }),
-        key,
-    };
-    Py::new(py, Runnable::init(node).add_subclass(Cached))
+    }
 }

@@ -13,8 +13,8 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
 use crate::errors::{type_error, value_error};
-use pyo3::types::{PyDict, PyString};
-use pyo3::PyTraverseError;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyTypeInfo};
 
 use super::base::{Node, Runnable};
 use super::{describe, exception_types, Args, Step};
@@ -33,6 +33,10 @@ pub(crate) struct FallbacksNode {
 }
 
 impl FallbacksNode {
+    fn fallback_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.steps[1..].iter().map(|s| s.object(py)))
+    }
+
     fn check_input(&self, py: Python<'_>, input: &Py<PyAny>) -> PyResult<()> {
         if self.exception_key.is_some() && !input.bind(py).is_instance_of::<PyDict>() {
             return Err(value_error(format!(
@@ -178,20 +182,45 @@ impl Node for FallbacksNode {
     }
 
     fn name(&self, _py: Python<'_>) -> String {
-        "WithFallbacks".to_owned()
+        "RunnableWithFallbacks".to_owned()
     }
 
+    /// langchain_core's (a pydantic model's): the fields that differ from their defaults.
     fn repr(&self, py: Python<'_>) -> PyResult<String> {
-        let reprs = self
-            .steps
-            .iter()
-            .map(|s| Ok(s.object(py).bind(py).repr()?.to_string()))
-            .collect::<PyResult<Vec<_>>>()?;
-        Ok(format!(
-            "WithFallbacks(runnable={}, fallbacks=[{}])",
-            reprs[0],
-            reprs[1..].join(", ")
-        ))
+        let mut repr = format!(
+            "RunnableWithFallbacks(runnable={}, fallbacks={}",
+            self.steps[0].object(py).bind(py).repr()?,
+            self.fallback_list(py)?.repr()?
+        );
+        let handled = self.handled.bind(py);
+        let default = handled.cast::<PyTuple>().is_ok_and(|t| {
+            t.len() == 1
+                && t.get_item(0)
+                    .is_ok_and(|e| e.is(py.get_type::<PyException>().as_any()))
+        });
+        if !default {
+            repr.push_str(&format!(", exceptions_to_handle={}", handled.repr()?));
+        }
+        if let Some(key) = &self.exception_key {
+            repr.push_str(&format!(", exception_key={}", key.bind(py).repr()?));
+        }
+        repr.push(')');
+        Ok(repr)
+    }
+
+    fn class<'py>(&self, py: Python<'py>) -> Bound<'py, PyType> {
+        WithFallbacks::type_object(py)
+    }
+
+    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let fields = PyDict::new(py);
+        fields.set_item("runnable", self.steps[0].object(py))?;
+        fields.set_item("fallbacks", self.fallback_list(py)?)?;
+        fields.set_item("exceptions_to_handle", &self.handled)?;
+        if let Some(key) = &self.exception_key {
+            fields.set_item("exception_key", key)?;
+        }
+        Ok(fields)
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -212,51 +241,153 @@ impl Node for FallbacksNode {
 
 /// `runnable.with_fallbacks(fallbacks, ...)`.
 pub(crate) fn with_fallbacks(
-    runnable: &Bound<'_, Runnable>,
+    step: Step,
     fallbacks: &Bound<'_, PyAny>,
     exceptions_to_handle: Option<&Bound<'_, PyAny>>,
     exception_key: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Py<Runnable>> {
-    let py = runnable.py();
-    if fallbacks.is_instance_of::<PyString>() || fallbacks.cast::<PyDict>().is_ok() {
-        return Err(type_error(format!(
-            "with_fallbacks takes a list of runnables; got {}",
-            describe(fallbacks)
-        )));
-    }
-    let mut steps = vec![Arc::new(Step::Native(runnable.clone().unbind()))];
-    let items = fallbacks.try_iter().map_err(|_| {
-        type_error(format!(
-            "with_fallbacks takes a list of runnables; got {}",
-            describe(fallbacks)
-        ))
-    })?;
-    for (i, item) in items.enumerate() {
-        steps.push(Arc::new(Step::coerce(&item?, &format!("fallback {i}"))?));
-    }
-    let handled = exception_types(
-        &exceptions_to_handle
-            .filter(|e| !e.is_none())
-            .cloned()
-            .unwrap_or_else(|| py.get_type::<PyException>().into_any()),
-        "exceptions_to_handle",
-    )?;
-    let exception_key = match exception_key.filter(|k| !k.is_none()) {
-        None => None,
-        Some(key) => {
-            let key = key.cast::<PyString>().map_err(|_| {
-                type_error(format!(
-                    "exception_key must be a str or None; got {}",
-                    describe(key)
-                ))
-            })?;
-            Some(key.clone().unbind())
+    let py = fallbacks.py();
+    let node = FallbacksNode::new(step, fallbacks, exceptions_to_handle, exception_key)?;
+    Runnable::create(py, node, WithFallbacks, None)
+}
+
+impl FallbacksNode {
+    fn new(
+        step: Step,
+        fallbacks: &Bound<'_, PyAny>,
+        exceptions_to_handle: Option<&Bound<'_, PyAny>>,
+        exception_key: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let py = fallbacks.py();
+        if fallbacks.is_instance_of::<PyString>() || fallbacks.cast::<PyDict>().is_ok() {
+            return Err(type_error(format!(
+                "with_fallbacks takes a list of runnables; got {}",
+                describe(fallbacks)
+            )));
         }
-    };
-    let node = FallbacksNode {
-        steps,
-        handled,
-        exception_key,
-    };
-    Py::new(py, Runnable::init(node))
+        let mut steps = vec![Arc::new(step)];
+        let items = fallbacks.try_iter().map_err(|_| {
+            type_error(format!(
+                "with_fallbacks takes a list of runnables; got {}",
+                describe(fallbacks)
+            ))
+        })?;
+        for (i, item) in items.enumerate() {
+            steps.push(Arc::new(Step::coerce(&item?, &format!("fallback {i}"))?));
+        }
+        let handled = exception_types(
+            &exceptions_to_handle
+                .filter(|e| !e.is_none())
+                .cloned()
+                .unwrap_or_else(|| py.get_type::<PyException>().into_any()),
+            "exceptions_to_handle",
+        )?;
+        let exception_key = match exception_key.filter(|k| !k.is_none()) {
+            None => None,
+            Some(key) => {
+                let key = key.cast::<PyString>().map_err(|_| {
+                    type_error(format!(
+                        "exception_key must be a str or None; got {}",
+                        describe(key)
+                    ))
+                })?;
+                Some(key.clone().unbind())
+            }
+        };
+        Ok(Self {
+            steps,
+            handled,
+            exception_key,
+        })
+    }
+}
+
+/// A runnable with fallbacks, like langchain_core's `RunnableWithFallbacks`; made by
+/// `with_fallbacks`.
+#[pyclass(frozen, subclass, extends = Runnable, module = "fastlcel", name = "WithFallbacks")]
+pub(crate) struct WithFallbacks;
+
+impl WithFallbacks {
+    fn node<'a>(slf: &'a Bound<'_, Self>) -> PyResult<&'a FallbacksNode> {
+        Runnable::node_as(slf.as_super())
+    }
+}
+
+#[pymethods]
+impl WithFallbacks {
+    #[new]
+    #[classmethod]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(*, runnable, fallbacks, exceptions_to_handle=None, exception_key=None, name=None)")]
+    fn py_new(
+        cls: &Bound<'_, PyType>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<pyo3::PyClassInitializer<Self>> {
+        Ok(Runnable::blank_of(cls, &Self::type_object(cls.py()))?.add_subclass(WithFallbacks))
+    }
+
+    /// langchain_core's `RunnableWithFallbacks(runnable=..., fallbacks=[...])`.
+    #[pyo3(signature = (*, runnable, fallbacks, exceptions_to_handle=None, exception_key=None, name=None))]
+    fn __init__(
+        slf: &Bound<'_, Self>,
+        runnable: &Bound<'_, PyAny>,
+        fallbacks: &Bound<'_, PyAny>,
+        exceptions_to_handle: Option<&Bound<'_, PyAny>>,
+        exception_key: Option<&Bound<'_, PyAny>>,
+        name: Option<Bound<'_, PyString>>,
+    ) -> PyResult<()> {
+        let step = Step::coerce(runnable, "WithFallbacks runnable")?;
+        let node = FallbacksNode::new(step, fallbacks, exceptions_to_handle, exception_key)?;
+        Runnable::set_node(slf.as_super(), node, name)
+    }
+
+    /// The runnable tried first.
+    #[getter]
+    fn runnable(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Ok(Self::node(slf)?.steps[0].object(slf.py()))
+    }
+
+    /// The runnables tried after it, in order.
+    #[getter]
+    fn fallbacks<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyList>> {
+        Self::node(slf)?.fallback_list(slf.py())
+    }
+
+    /// The runnable, then its fallbacks.
+    #[getter]
+    fn runnables<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let node = Self::node(slf)?;
+        PyList::new(py, node.steps.iter().map(|s| s.object(py)))?
+            .try_iter()
+            .map(Bound::into_any)
+    }
+
+    /// A tuple of exception classes.
+    #[getter]
+    fn exceptions_to_handle(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Ok(Self::node(slf)?.handled.clone_ref(slf.py()))
+    }
+
+    #[getter]
+    fn exception_key(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyString>>> {
+        let py = slf.py();
+        Ok(Self::node(slf)?
+            .exception_key
+            .as_ref()
+            .map(|k| k.clone_ref(py)))
+    }
+
+    /// Other attributes are the runnable's, a method that returns a runnable applied to every
+    /// fallback too (as langchain_core's: `model.with_fallbacks([...]).bind_tools(...)`).
+    fn __getattr__<'py>(slf: &Bound<'py, Self>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        if name.starts_with("__") || Self::node(slf).is_err() {
+            return Err(pyo3::exceptions::PyAttributeError::new_err(name.to_owned()));
+        }
+        static GETATTR: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+        GETATTR
+            .import(py, "fastlcel._langchain", "fallbacks_getattr")?
+            .call1((slf, name))
+    }
 }

@@ -2,7 +2,7 @@
 //! function over the stream of input chunks.
 
 use std::any::Any;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures_util::StreamExt;
 use pyo3::exceptions::PyRecursionError;
@@ -11,8 +11,8 @@ use pyo3::prelude::*;
 
 use crate::errors::type_error;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyString};
-use pyo3::{intern, PyClassInitializer, PyTraverseError};
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::{intern, PyTraverseError, PyTypeInfo};
 
 use super::base::{Node, Runnable, Streaming};
 use super::{describe, may_be_runnable, returned_runnable, trace, Args, Here, Step};
@@ -24,7 +24,7 @@ use crate::exec::{aio, bridge, Caller, Kind};
 
 /// A Python function and what was learnt about it once, at construction.
 pub(crate) struct Func {
-    func: Py<PyAny>,
+    pub(crate) func: Py<PyAny>,
     /// It has a parameter named `config`: it receives the call's config dict.
     takes_config: bool,
     /// It has a parameter named `run_manager`: in a traced call it receives its run's manager.
@@ -128,8 +128,11 @@ pub(crate) enum LambdaKind {
 pub(crate) struct LambdaNode {
     func: Option<Func>,
     afunc: Option<Func>,
-    name: Py<PyString>,
+    /// langchain_core's `name` (a Generator's is in its repr).
+    name: Option<Py<PyString>>,
     kind: LambdaKind,
+    /// Its repr, made once: it parses the function's source.
+    repr: OnceLock<String>,
     /// Where `func` runs instead of here (`Lambda(..., executor=...)`).
     executor: Option<Executor>,
 }
@@ -377,14 +380,22 @@ impl LambdaNode {
                 describe(func)
             )));
         }
+        let afunc = afunc.filter(|a| !a.is_none());
+        // langchain_core names a RunnableLambda after its function (not "<lambda>"), a
+        // RunnableGenerator after its function whatever it is called.
+        let named_by = func;
         let name = match name {
-            Some(name) => name,
-            None => match func.getattr(intern!(py, "__name__")) {
-                Ok(n) => n.str()?,
-                Err(_) => func.get_type().name()?.str()?,
+            Some(name) => Some(name),
+            None => match named_by.getattr(intern!(py, "__name__")) {
+                Ok(n) => Some(n.str()?).filter(|n| {
+                    kind == LambdaKind::Generator || n.to_str().is_ok_and(|n| n != "<lambda>")
+                }),
+                Err(_) if kind == LambdaKind::Generator => {
+                    Some(PyString::new(py, "RunnableGenerator"))
+                }
+                Err(_) => None,
             },
         };
-        let afunc = afunc.filter(|a| !a.is_none());
         let (func, afunc) = match afunc {
             Some(afunc) if is_async_callable(afunc)? => {
                 if is_async_callable(func)? {
@@ -404,12 +415,55 @@ impl LambdaNode {
             None if is_async_callable(func)? => (None, Some(func.clone())),
             None => (Some(func), None),
         };
+        static ITEMGETTER: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+        let itemgetter = ITEMGETTER.import(py, "operator", "itemgetter")?;
+        // An itemgetter is too cheap to hand off: it runs inline, even on the event loop.
+        let inline = afunc.is_none() && func.is_some_and(|f| f.is_exact_instance(itemgetter));
+        let kind = if kind == LambdaKind::Function && inline {
+            LambdaKind::Inline
+        } else {
+            kind
+        };
         Ok(Self {
             func: func.map(Func::new).transpose()?,
             afunc: afunc.as_ref().map(Func::new).transpose()?,
-            name: name.unbind(),
+            name: name.map(Bound::unbind),
             kind,
+            repr: OnceLock::new(),
             executor: None,
+        })
+    }
+
+    /// langchain_core's repr: `RunnableLambda(<the lambda's source, or the function's name>)`,
+    /// `RunnableGenerator(<name>)`.
+    fn make_repr(&self, py: Python<'_>) -> PyResult<String> {
+        if self.kind == LambdaKind::Generator {
+            let name = self
+                .name
+                .as_ref()
+                .map_or_else(|| "None".to_owned(), |n| n.bind(py).to_string());
+            return Ok(format!("RunnableGenerator({name})"));
+        }
+        static SOURCE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let source = |f: &Func| -> PyResult<String> {
+            let found = SOURCE
+                .import(py, "fastlcel._introspect", "lambda_source")?
+                .call1((f.func.bind(py),))?;
+            Ok(if found.is_none() {
+                "...".to_owned()
+            } else {
+                found.str()?.to_string()
+            })
+        };
+        Ok(match (&self.func, &self.afunc) {
+            (Some(f), _) if self.kind == LambdaKind::Inline => {
+                let text = f.func.bind(py).str()?.to_string();
+                let text = text.strip_prefix("operator.").unwrap_or(&text).to_owned();
+                format!("RunnableLambda({text})")
+            }
+            (Some(f), _) => format!("RunnableLambda({})", source(f)?),
+            (None, Some(f)) => format!("RunnableLambda(afunc={})", source(f)?),
+            (None, None) => "RunnableLambda(...)".to_owned(),
         })
     }
 
@@ -466,6 +520,10 @@ fn stream_returned(step: &Step, input: Py<PyAny>, args: Args, mode: Caller) -> C
 }
 
 impl Node for LambdaNode {
+    fn defers_inputs(&self) -> bool {
+        self.kind == LambdaKind::Generator
+    }
+
     fn kind(&self) -> Kind {
         if self.executor.is_some() {
             return Kind::External;
@@ -559,8 +617,12 @@ impl Node for LambdaNode {
         ))))
     }
 
-    fn name(&self, py: Python<'_>) -> String {
-        self.name.bind(py).to_string()
+    fn name(&self, _py: Python<'_>) -> String {
+        match self.kind {
+            LambdaKind::Generator => "RunnableGenerator",
+            _ => "RunnableLambda",
+        }
+        .to_owned()
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -572,12 +634,47 @@ impl Node for LambdaNode {
     }
 
     fn repr(&self, py: Python<'_>) -> PyResult<String> {
-        let class = if self.kind == LambdaKind::Generator {
-            "Generator"
-        } else {
-            "Lambda"
+        if let Some(repr) = self.repr.get() {
+            return Ok(repr.clone());
+        }
+        let repr = self.make_repr(py)?;
+        Ok(self.repr.get_or_init(|| repr).clone())
+    }
+
+    /// RunnableLambda and RunnableGenerator are plain classes.
+    fn parametrized_repr(&self) -> bool {
+        false
+    }
+
+    fn class<'py>(&self, py: Python<'py>) -> Bound<'py, PyType> {
+        match self.kind {
+            LambdaKind::Generator => Generator::type_object(py),
+            _ => Lambda::type_object(py),
+        }
+    }
+
+    /// `func`/`afunc` (a Generator's `transform`/`atransform`); an async-only one's function
+    /// comes first, which `__init__` tells apart.
+    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (first, second) = match self.kind {
+            LambdaKind::Generator => ("transform", "atransform"),
+            _ => ("func", "afunc"),
         };
-        Ok(format!("{class}({})", self.name.bind(py)))
+        let fields = PyDict::new(py);
+        match (&self.func, &self.afunc) {
+            (Some(func), afunc) => {
+                fields.set_item(first, &func.func)?;
+                if let Some(afunc) = afunc {
+                    fields.set_item(second, &afunc.func)?;
+                }
+            }
+            (None, Some(afunc)) => fields.set_item(first, &afunc.func)?,
+            (None, None) => {}
+        }
+        if let Some(executor) = &self.executor {
+            fields.set_item(intern!(py, "executor"), executor.object())?;
+        }
+        Ok(fields)
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -599,7 +696,7 @@ async fn sum(mut chunks: Chunks) -> PyResult<Py<PyAny>> {
 }
 
 /// A function (sync, async or both) as a runnable, like langchain_core's `RunnableLambda`.
-#[pyclass(frozen, extends = Runnable, module = "fastlcel", name = "Lambda")]
+#[pyclass(frozen, subclass, extends = Runnable, module = "fastlcel", name = "Lambda")]
 pub(crate) struct Lambda;
 
 impl Lambda {
@@ -607,86 +704,141 @@ impl Lambda {
     pub(crate) fn wrap(func: &Bound<'_, PyAny>, kind: LambdaKind) -> PyResult<Py<Runnable>> {
         let py = func.py();
         let node = LambdaNode::new(func, None, None, kind)?;
+        let name = node.name.as_ref().map(|n| n.bind(py).clone());
         if kind == LambdaKind::Generator {
-            Runnable::create(py, node, Generator)
+            Runnable::create(py, node, Generator, name)
         } else {
-            Runnable::create(py, node, Lambda)
+            Runnable::create(py, node, Lambda, name)
         }
     }
 
-    fn node<'a>(slf: &'a Bound<'_, Self>) -> &'a LambdaNode {
-        slf.as_super().get().node_as()
+    fn node<'a>(slf: &'a Bound<'_, Self>) -> PyResult<&'a LambdaNode> {
+        Runnable::node_as(slf.as_super())
     }
+}
+
+/// Gives `slf` its node (the `__init__` of Lambda and Generator).
+fn init_lambda(
+    slf: &Bound<'_, Runnable>,
+    func: &Bound<'_, PyAny>,
+    afunc: Option<&Bound<'_, PyAny>>,
+    name: Option<Bound<'_, PyString>>,
+    kind: LambdaKind,
+    executor: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let mut node = LambdaNode::new(func, afunc, name, kind)?;
+    if let Some(executor) = executor.filter(|e| !e.is_none()) {
+        node = node.on_executor(slf.py(), executor)?;
+    }
+    let name = node.name.as_ref().map(|n| n.bind(slf.py()).clone());
+    Runnable::set_node(slf, node, name)
 }
 
 #[pymethods]
 impl Lambda {
     #[new]
-    #[pyo3(signature = (func, afunc=None, name=None, *, executor=None))]
+    #[classmethod]
+    #[pyo3(
+        signature = (*_args, **_kwargs),
+        text_signature = "(func, afunc=None, name=None, *, executor=None)"
+    )]
     fn py_new(
+        cls: &Bound<'_, PyType>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<pyo3::PyClassInitializer<Self>> {
+        Ok(Runnable::blank_of(cls, &Self::type_object(cls.py()))?.add_subclass(Lambda))
+    }
+
+    #[pyo3(signature = (func, afunc=None, name=None, *, executor=None))]
+    fn __init__(
+        slf: &Bound<'_, Self>,
         func: &Bound<'_, PyAny>,
         afunc: Option<&Bound<'_, PyAny>>,
         name: Option<Bound<'_, PyString>>,
         executor: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<PyClassInitializer<Self>> {
-        let mut node = LambdaNode::new(func, afunc, name, LambdaKind::Function)?;
-        if let Some(executor) = executor.filter(|e| !e.is_none()) {
-            node = node.on_executor(func.py(), executor)?;
-        }
-        Ok(Runnable::init(node).add_subclass(Lambda))
+    ) -> PyResult<()> {
+        init_lambda(
+            slf.as_super(),
+            func,
+            afunc,
+            name,
+            LambdaKind::Function,
+            executor,
+        )
     }
 
     /// The executor the function runs on (``None``: here).
     #[getter]
-    fn executor(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
-        let node = Self::node(slf);
-        node.executor
+    fn executor(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let node = Self::node(slf)?;
+        Ok(node
+            .executor
             .as_ref()
-            .map(|e| e.object().clone_ref(slf.py()))
+            .map(|e| e.object().clone_ref(slf.py())))
     }
 
     #[getter]
-    fn func(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
-        Self::node(slf).function(slf.py(), &Self::node(slf).func)
+    fn func(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let node = Self::node(slf)?;
+        Ok(node.function(slf.py(), &node.func))
     }
 
     #[getter]
-    fn afunc(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
-        Self::node(slf).function(slf.py(), &Self::node(slf).afunc)
+    fn afunc(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let node = Self::node(slf)?;
+        Ok(node.function(slf.py(), &node.afunc))
     }
 }
 
 /// A generator function over the stream of input chunks, like langchain_core's
 /// `RunnableGenerator`: `transform(chunks)` yields output chunks (`atransform` for the async
 /// path); `invoke` returns the sum of the chunks. Coercion makes one from a generator function.
-#[pyclass(frozen, extends = Runnable, module = "fastlcel", name = "Generator")]
+#[pyclass(frozen, subclass, extends = Runnable, module = "fastlcel", name = "Generator")]
 pub(crate) struct Generator;
 
 #[pymethods]
 impl Generator {
     #[new]
-    #[pyo3(signature = (transform, atransform=None, *, name=None))]
+    #[classmethod]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(transform, atransform=None, *, name=None)")]
     fn py_new(
+        cls: &Bound<'_, PyType>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<pyo3::PyClassInitializer<Self>> {
+        Ok(Runnable::blank_of(cls, &Self::type_object(cls.py()))?.add_subclass(Generator))
+    }
+
+    #[pyo3(signature = (transform, atransform=None, *, name=None))]
+    fn __init__(
+        slf: &Bound<'_, Self>,
         transform: &Bound<'_, PyAny>,
         atransform: Option<&Bound<'_, PyAny>>,
         name: Option<Bound<'_, PyString>>,
-    ) -> PyResult<PyClassInitializer<Self>> {
-        let node = LambdaNode::new(transform, atransform, name, LambdaKind::Generator)?;
-        Ok(Runnable::init(node).add_subclass(Generator))
+    ) -> PyResult<()> {
+        init_lambda(
+            slf.as_super(),
+            transform,
+            atransform,
+            name,
+            LambdaKind::Generator,
+            None,
+        )
     }
 
     /// The sync generator function (``None`` if there is only an async one).
     #[getter]
-    fn func(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
-        let node: &LambdaNode = slf.as_super().get().node_as();
-        node.function(slf.py(), &node.func)
+    fn func(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let node: &LambdaNode = Runnable::node_as(slf.as_super())?;
+        Ok(node.function(slf.py(), &node.func))
     }
 
     /// The async generator function, if any.
     #[getter]
-    fn afunc(slf: &Bound<'_, Self>) -> Option<Py<PyAny>> {
-        let node: &LambdaNode = slf.as_super().get().node_as();
-        node.function(slf.py(), &node.afunc)
+    fn afunc(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let node: &LambdaNode = Runnable::node_as(slf.as_super())?;
+        Ok(node.function(slf.py(), &node.afunc))
     }
 }
 
@@ -721,7 +873,7 @@ fn is_async_generator(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
 }
 
 /// An `async def` function (or async generator function), also as an object's `__call__`.
-fn is_async_callable(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+pub(crate) fn is_async_callable(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     let py = obj.py();
     let is_async = |f: &Bound<'_, PyAny>| -> PyResult<bool> {
         Ok(inspect(py, "iscoroutinefunction", f)? || inspect(py, "isasyncgenfunction", f)?)

@@ -11,7 +11,8 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
 use crate::errors::type_error;
-use pyo3::PyTraverseError;
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyTypeInfo};
 
 use super::base::{Node, Runnable};
 use super::{describe, Args, Step};
@@ -77,16 +78,44 @@ impl Node for LimitedNode {
         })
     }
 
+    /// Named as langchain_core names a binding: after its runnable.
     fn name(&self, py: Python<'_>) -> String {
         self.inner.name(py)
+    }
+
+    fn named_by_class(&self) -> bool {
+        false
     }
 
     fn repr(&self, py: Python<'_>) -> PyResult<String> {
         let inner = self.inner.object(py).bind(py).repr()?;
         Ok(match &self.source {
-            Source::Fixed(limiter) => format!("Limited({inner}, {})", limiter.object(py).repr()?),
-            Source::Config(_) => format!("Limited({inner}, config)"),
+            Source::Fixed(limiter) => {
+                format!(
+                    "Limited(bound={inner}, limiter={})",
+                    limiter.object(py).repr()?
+                )
+            }
+            Source::Config(_) => format!("Limited(bound={inner}, limiter=config)"),
         })
+    }
+
+    fn class<'py>(&self, py: Python<'py>) -> Bound<'py, PyType> {
+        Limited::type_object(py)
+    }
+
+    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let fields = PyDict::new(py);
+        fields.set_item("bound", self.inner.object(py))?;
+        match &self.source {
+            Source::Fixed(limiter) => fields.set_item("limiter", limiter.object(py))?,
+            Source::Config(_) => {
+                return Err(type_error(
+                    "a limit read from a call's config is not a runnable of its own",
+                ))
+            }
+        }
+        Ok(fields)
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -103,11 +132,22 @@ impl Node for LimitedNode {
     }
 }
 
+/// A limiter of either kind, checked; `what` names the call in errors.
+fn limiter_of(limiter: &Bound<'_, PyAny>, what: &str) -> PyResult<Limiter> {
+    if let Ok(rate) = limiter.cast::<RateLimiter>() {
+        return Ok(Limiter::Rate(rate.clone().unbind()));
+    }
+    if let Ok(limit) = limiter.cast::<ConcurrencyLimit>() {
+        return Ok(Limiter::Concurrency(limit.clone().unbind()));
+    }
+    Err(type_error(format!(
+        "{what} takes a fastlcel.RateLimiter or a fastlcel.ConcurrencyLimit; got {}",
+        describe(limiter)
+    )))
+}
+
 /// `runnable.with_rate_limit(limiter)`.
-pub(crate) fn with_rate_limit(
-    runnable: &Bound<'_, Runnable>,
-    limiter: &Bound<'_, PyAny>,
-) -> PyResult<Py<Runnable>> {
+pub(crate) fn with_rate_limit(step: Step, limiter: &Bound<'_, PyAny>) -> PyResult<Py<Runnable>> {
     let limiter = limiter.cast::<RateLimiter>().map_err(|_| {
         type_error(format!(
             "with_rate_limit takes a fastlcel.RateLimiter (for a cap on calls in flight, use \
@@ -115,12 +155,12 @@ pub(crate) fn with_rate_limit(
             describe(limiter)
         ))
     })?;
-    wrap(runnable, Limiter::Rate(limiter.clone().unbind()))
+    wrap(limiter.py(), step, Limiter::Rate(limiter.clone().unbind()))
 }
 
 /// `runnable.with_concurrency_limit(limit)`.
 pub(crate) fn with_concurrency_limit(
-    runnable: &Bound<'_, Runnable>,
+    step: Step,
     limit: &Bound<'_, PyAny>,
 ) -> PyResult<Py<Runnable>> {
     let limit = limit.cast::<ConcurrencyLimit>().map_err(|_| {
@@ -130,13 +170,69 @@ pub(crate) fn with_concurrency_limit(
             describe(limit)
         ))
     })?;
-    wrap(runnable, Limiter::Concurrency(limit.clone().unbind()))
+    wrap(
+        limit.py(),
+        step,
+        Limiter::Concurrency(limit.clone().unbind()),
+    )
 }
 
-fn wrap(runnable: &Bound<'_, Runnable>, limiter: Limiter) -> PyResult<Py<Runnable>> {
+fn wrap(py: Python<'_>, step: Step, limiter: Limiter) -> PyResult<Py<Runnable>> {
     let node = LimitedNode {
-        inner: Arc::new(Step::Native(runnable.clone().unbind())),
+        inner: Arc::new(step),
         source: Source::Fixed(limiter),
     };
-    Py::new(runnable.py(), Runnable::init(node))
+    Runnable::create(py, node, Limited, None)
+}
+
+/// A runnable whose calls go through a limiter; made by `with_rate_limit` and
+/// `with_concurrency_limit`.
+#[pyclass(frozen, subclass, extends = Runnable, module = "fastlcel", name = "Limited")]
+pub(crate) struct Limited;
+
+#[pymethods]
+impl Limited {
+    #[new]
+    #[classmethod]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(bound, limiter, *, name=None)")]
+    fn py_new(
+        cls: &Bound<'_, PyType>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<pyo3::PyClassInitializer<Self>> {
+        Ok(Runnable::blank_of(cls, &Self::type_object(cls.py()))?.add_subclass(Limited))
+    }
+
+    /// `Limited(bound, limiter)`: `bound` behind a RateLimiter or a ConcurrencyLimit.
+    #[pyo3(signature = (bound, limiter, *, name=None))]
+    fn __init__(
+        slf: &Bound<'_, Self>,
+        bound: &Bound<'_, PyAny>,
+        limiter: &Bound<'_, PyAny>,
+        name: Option<Bound<'_, PyString>>,
+    ) -> PyResult<()> {
+        let node = LimitedNode {
+            inner: Arc::new(Step::coerce(bound, "Limited bound")?),
+            source: Source::Fixed(limiter_of(limiter, "Limited")?),
+        };
+        Runnable::set_node(slf.as_super(), node, name)
+    }
+
+    /// The runnable behind the limiter.
+    #[getter]
+    fn bound(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let node: &LimitedNode = Runnable::node_as(slf.as_super())?;
+        Ok(node.inner.object(slf.py()))
+    }
+
+    /// The RateLimiter or ConcurrencyLimit.
+    #[getter]
+    fn limiter(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let node: &LimitedNode = Runnable::node_as(slf.as_super())?;
+        match &node.source {
+            Source::Fixed(limiter) => Ok(limiter.object(py).clone().unbind()),
+            Source::Config(_) => Ok(py.None()),
+        }
+    }
 }

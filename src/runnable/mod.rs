@@ -24,6 +24,7 @@ mod base;
 mod binding;
 mod branch;
 mod cache;
+mod each;
 mod fallbacks;
 mod lambda;
 mod limited;
@@ -38,10 +39,15 @@ pub(crate) use base::{Node, Runnable, Streaming};
 use binding::Binding;
 use branch::Branch;
 use cache::Cached;
+use each::Each;
+use fallbacks::WithFallbacks;
 use lambda::{is_generator_function, Generator, Lambda, LambdaKind};
+use limited::Limited;
 use parallel::Parallel;
 use passthrough::{Assign, Passthrough, Pick};
+use retry::Retry;
 use sequence::Sequence;
+use timeout::Timeout;
 use trace::Run;
 
 /// What a call of a step carries besides its input.
@@ -55,6 +61,8 @@ pub(crate) struct Args {
     /// The call is an item of a batch, as langchain_core's `batch` makes it: it traces some
     /// runnables differently (RunnableWithFallbacks' attempts are children of its run).
     pub(crate) batched: bool,
+    /// In a traced call, the name of the runnable called ([`Step::name`]), for its run.
+    pub(crate) name: Option<String>,
 }
 
 impl Args {
@@ -64,6 +72,7 @@ impl Args {
             kwargs: None,
             run: None,
             batched: false,
+            name: None,
         }
     }
 
@@ -80,6 +89,7 @@ impl Args {
             kwargs: self.kwargs.clone(),
             run: Some(Arc::clone(run)),
             batched: self.batched,
+            name: self.name.clone(),
         }
     }
 
@@ -118,12 +128,43 @@ pub(crate) enum Step {
 }
 
 impl Step {
+    /// A fastlcel runnable as a step of its own methods: its node (`invoke`, `transform`...
+    /// are the node's entry points, whatever a subclass overrides).
+    pub(crate) fn native(r: &Bound<'_, Runnable>) -> PyResult<Self> {
+        Runnable::ready(r)?;
+        Ok(Step::Native(r.clone().unbind()))
+    }
+
+    /// A fastlcel runnable as a step of something else: its node, or, for an instance of a
+    /// Python subclass that overrides a call method, its Python methods (the way
+    /// langchain_core's composites call their steps).
+    pub(crate) fn runnable(r: &Bound<'_, Runnable>) -> PyResult<Self> {
+        Runnable::ready(r)?;
+        if r.get().overrides() {
+            return Ok(Step::Foreign {
+                obj: r.clone().into_any().unbind(),
+                has_invoke: true,
+                has_ainvoke: true,
+                cost: Cost::new(),
+            });
+        }
+        Ok(Step::Native(r.clone().unbind()))
+    }
+
+    /// [`Self::runnable`] as a part of a runnable being made (a step, a bound runnable): its
+    /// class is looked at again, in case it was patched since the runnable was made (a test's
+    /// spy on `RunnableLambda.invoke`).
+    pub(crate) fn part(r: &Bound<'_, Runnable>) -> PyResult<Self> {
+        Runnable::note_class_overrides(r)?;
+        Self::runnable(r)
+    }
+
     /// Coerces what a user put in a runnable, like langchain_core's `coerce_to_runnable`.
     /// `owner` names the place in errors, e.g. "Parallel step 'summary'".
     pub(crate) fn coerce(obj: &Bound<'_, PyAny>, owner: &str) -> PyResult<Self> {
         let py = obj.py();
         if let Ok(r) = obj.cast::<Runnable>() {
-            return Ok(Step::Native(r.clone().unbind()));
+            return Self::part(r);
         }
         if let Ok(d) = obj.cast::<PyDict>() {
             return Ok(Step::Native(Parallel::wrap(d)?));
@@ -133,8 +174,10 @@ impl Step {
             // Too cheap to hand off: it runs inline, even on the event loop.
             return Ok(Step::Native(Lambda::wrap(obj, LambdaKind::Inline)?));
         }
-        let has_invoke = obj.hasattr(intern!(py, "invoke"))?;
-        let has_ainvoke = obj.hasattr(intern!(py, "ainvoke"))?;
+        // The methods of its class: an object answering any attribute (a Mock) is a callable.
+        let ty = obj.get_type();
+        let has_invoke = ty.hasattr(intern!(py, "invoke"))?;
+        let has_ainvoke = ty.hasattr(intern!(py, "ainvoke"))?;
         if has_invoke || has_ainvoke {
             return Ok(Step::Foreign {
                 obj: obj.clone().unbind(),
@@ -161,7 +204,7 @@ impl Step {
 
     pub(crate) fn kind(&self) -> Kind {
         match self {
-            Step::Native(r) => r.get().node.kind(),
+            Step::Native(r) => r.get().node().kind(),
             Step::Foreign {
                 has_invoke,
                 has_ainvoke,
@@ -177,21 +220,32 @@ impl Step {
     /// Runs the step for `caller`, wherever exec places it.
     pub(crate) fn run(&self, input: Py<PyAny>, args: Args, caller: Caller) -> StepFuture {
         let here = self.here();
+        let args = self.named(args);
         dispatch(self.kind(), caller, move |mode| here.run(input, args, mode))
     }
 
     /// The step's output chunks for `caller`, wherever exec places it.
     pub(crate) fn stream(&self, input: Chunks, args: Args, caller: Caller) -> Chunks {
         let here = self.here();
+        let args = self.named(args);
         dispatch_stream(self.kind(), caller, input, move |input, mode| {
             here.stream(input, args, mode)
         })
     }
 
+    /// `args` with this step's name for its run, if the call is traced.
+    pub(crate) fn named(&self, mut args: Args) -> Args {
+        args.name = match self {
+            Step::Native(_) if args.config.traced => Some(Python::attach(|py| self.name(py))),
+            _ => None,
+        };
+        args
+    }
+
     /// The step as it runs once placed.
     pub(crate) fn here(&self) -> Here {
         match self {
-            Step::Native(r) => Here::Node(Arc::clone(&r.get().node)),
+            Step::Native(r) => Here::Node(Arc::clone(r.get().node())),
             Step::Foreign {
                 obj, has_invoke, ..
             } => Here::Foreign {
@@ -201,10 +255,13 @@ impl Step {
         }
     }
 
-    /// Its name in messages: a runnable's name, else its repr or type.
+    /// langchain_core's `get_name()` of the step (a run's name, in messages): a fastlcel
+    /// runnable's (see [`Runnable::name_of`]), a foreign one's `get_name()`, else its type.
     pub(crate) fn name(&self, py: Python<'_>) -> String {
         match self {
-            Step::Native(r) => r.get().node.name(py),
+            Step::Native(r) => {
+                Runnable::name_of(r.bind(py)).unwrap_or_else(|_| type_name(r.bind(py)))
+            }
             Step::Foreign { obj, .. } => obj
                 .bind(py)
                 .call_method0(intern!(py, "get_name"))
@@ -363,6 +420,20 @@ fn run_on_sum(
     Chunks::made_by(Box::pin(stream), mode)
 }
 
+/// `text` with every line but the first indented by `n` spaces (langchain_core's
+/// `indent_lines_after_first`, for the reprs of composites).
+pub(crate) fn indent_after_first(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    let mut lines = text.lines();
+    let mut out = lines.next().unwrap_or_default().to_owned();
+    for line in lines {
+        out.push('\n');
+        out.push_str(&pad);
+        out.push_str(line);
+    }
+    out
+}
+
 /// "an int", "a dict", "None": for error messages.
 pub(crate) fn describe(obj: &Bound<'_, PyAny>) -> String {
     if obj.is_none() {
@@ -489,6 +560,7 @@ impl Calls {
                     kwargs: kwargs.clone(),
                     run: None,
                     batched: *batched,
+                    name: None,
                 },
             ),
         })
@@ -518,7 +590,7 @@ impl Work for Calls {
 
     fn run(&self, i: usize, mode: Caller) -> StepFuture {
         match Python::attach(|py| self.call(py, i)) {
-            Ok((step, input, args)) => step.here().run(input, args, mode),
+            Ok((step, input, args)) => step.here().run(input, step.named(args), mode),
             Err(err) => Box::pin(async move { Err(err) }),
         }
     }
@@ -526,7 +598,7 @@ impl Work for Calls {
     fn awaitable<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Option<Bound<'py, PyAny>>> {
         let (step, input, args) = self.call(py, i)?;
         match step {
-            Step::Native(r) => r.get().node.awaitable(input.bind(py), &args),
+            Step::Native(r) => r.get().node().awaitable(input.bind(py), &args),
             Step::Foreign { .. } => Ok(None),
         }
     }
@@ -539,7 +611,7 @@ impl Work for Calls {
     ) -> PyResult<Option<StepFuture>> {
         let (step, input, args) = self.call(py, i)?;
         match step {
-            Step::Native(r) => Arc::clone(&r.get().node).followup(input, args, output),
+            Step::Native(r) => Arc::clone(r.get().node()).followup(input, args, output),
             Step::Foreign { .. } => Ok(None),
         }
     }
@@ -633,8 +705,15 @@ pub(crate) fn may_be_runnable(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     Ok(has)
 }
 
+/// langchain_core's `@chain` decorator: the function as a Lambda (named after it).
+#[pyfunction]
+fn chain(py: Python<'_>, func: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    Ok(py.get_type::<Lambda>().call1((func,))?.unbind())
+}
+
 pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Runnable>()?;
+    m.add_function(wrap_pyfunction!(chain, m)?)?;
     m.add_class::<Lambda>()?;
     m.add_class::<Parallel>()?;
     m.add_class::<Sequence>()?;
@@ -644,6 +723,11 @@ pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Branch>()?;
     m.add_class::<Binding>()?;
     m.add_class::<Generator>()?;
+    m.add_class::<WithFallbacks>()?;
+    m.add_class::<Retry>()?;
+    m.add_class::<Each>()?;
+    m.add_class::<Timeout>()?;
+    m.add_class::<Limited>()?;
     m.add_class::<Cached>()?;
     // langchain_core's names for the same classes.
     for (alias, class) in [
@@ -657,6 +741,9 @@ pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("RunnableBranch", "Branch"),
         ("RunnableBinding", "Binding"),
         ("RunnableGenerator", "Generator"),
+        ("RunnableWithFallbacks", "WithFallbacks"),
+        ("RunnableRetry", "Retry"),
+        ("RunnableEach", "Each"),
     ] {
         m.add(alias, m.getattr(class)?)?;
     }

@@ -7,11 +7,11 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
 use crate::errors::{type_error, value_error};
-use pyo3::types::{PyDict, PyString};
-use pyo3::{PyClassInitializer, PyTraverseError};
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyTypeInfo};
 
 use super::base::{Node, Runnable, Streaming};
-use super::{addable_dict, describe, map_key, Args, Calls, Step};
+use super::{addable_dict, describe, indent_after_first, map_key, Args, Calls, Step};
 use crate::exec::coro::StepFuture;
 use crate::exec::stream::{merge, tee, Chunks};
 use crate::exec::{fan_out, Caller, Collect, FanOpts, Kind};
@@ -65,6 +65,15 @@ impl ParallelNode {
             on_error: OnError::Raise,
             merge: Merge::Dict,
         })
+    }
+
+    /// The steps after coercion, by key, in declared order.
+    fn step_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        for (k, s) in self.keys.iter().zip(self.steps.iter()) {
+            dict.set_item(k, s.object(py))?;
+        }
+        Ok(dict)
     }
 
     pub(crate) fn keys_joined(&self, py: Python<'_>) -> String {
@@ -144,16 +153,28 @@ impl Node for ParallelNode {
     }
 
     fn name(&self, py: Python<'_>) -> String {
-        format!("Parallel<{}>", self.keys_joined(py))
+        format!("RunnableParallel<{}>", self.keys_joined(py))
     }
 
+    fn named_by_class(&self) -> bool {
+        false
+    }
+
+    /// langchain_core's: `{\n  key: step,\n  ...\n}`; with fastlcel's options,
+    /// `RunnableParallel({...}, on_error=..., merge=...)`.
     fn repr(&self, py: Python<'_>) -> PyResult<String> {
         let parts = self
             .keys
             .iter()
             .zip(self.steps.iter())
-            .map(|(k, s)| Ok(format!("{}={}", k.bind(py), s.object(py).bind(py).repr()?)))
+            .map(|(k, s)| {
+                let key = k.bind(py).to_string();
+                let step = s.object(py).bind(py).repr()?.to_string();
+                let step = indent_after_first(&step, 2 + key.len() + 2);
+                Ok(format!("{key}: {step}"))
+            })
             .collect::<PyResult<Vec<_>>>()?;
+        let map = format!("{{\n  {}\n}}", parts.join(",\n  "));
         let mut options = String::new();
         if self.on_error == OnError::Collect {
             options.push_str(", on_error='collect'");
@@ -163,7 +184,30 @@ impl Node for ParallelNode {
             Merge::List => options.push_str(", merge='list'"),
             Merge::Call(func) => options.push_str(&format!(", merge={}", func.bind(py).repr()?)),
         }
-        Ok(format!("Parallel({}{options})", parts.join(", ")))
+        if options.is_empty() {
+            Ok(map)
+        } else {
+            Ok(format!("RunnableParallel({map}{options})"))
+        }
+    }
+
+    fn class<'py>(&self, py: Python<'py>) -> Bound<'py, PyType> {
+        Parallel::type_object(py)
+    }
+
+    /// `steps__`, then `on_error` and `merge` where not the defaults.
+    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let fields = PyDict::new(py);
+        fields.set_item("steps__", self.step_dict(py)?)?;
+        if self.on_error == OnError::Collect {
+            fields.set_item("on_error", "collect")?;
+        }
+        match &self.merge {
+            Merge::Dict => {}
+            Merge::List => fields.set_item("merge", "list")?,
+            Merge::Call(func) => fields.set_item("merge", func)?,
+        }
+        Ok(fields)
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -183,38 +227,57 @@ impl Node for ParallelNode {
 
 /// Several steps on one input at once, merged into a dict, like langchain_core's
 /// `RunnableParallel`.
-#[pyclass(frozen, extends = Runnable, module = "fastlcel", name = "Parallel")]
+#[pyclass(frozen, subclass, extends = Runnable, module = "fastlcel", name = "Parallel")]
 pub(crate) struct Parallel;
 
 impl Parallel {
     /// A dict met where a runnable was expected.
     pub(crate) fn wrap(mapping: &Bound<'_, PyDict>) -> PyResult<Py<Runnable>> {
         let node = ParallelNode::from_mapping(mapping)?;
-        Runnable::create(mapping.py(), node, Parallel)
+        Runnable::create(mapping.py(), node, Parallel, None)
     }
 }
 
 #[pymethods]
 impl Parallel {
     #[new]
-    #[pyo3(
-        signature = (mapping=None, /, *, on_error=None, merge=None, **steps),
-        text_signature = "(mapping=None, /, *, on_error='raise', merge='dict', **steps)"
-    )]
+    #[classmethod]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(steps__=None, /, *, on_error='raise', merge='dict', **steps)")]
     fn py_new(
-        py: Python<'_>,
-        mapping: Option<&Bound<'_, PyAny>>,
+        cls: &Bound<'_, PyType>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<pyo3::PyClassInitializer<Self>> {
+        Ok(Runnable::blank_of(cls, &Self::type_object(cls.py()))?.add_subclass(Parallel))
+    }
+
+    /// `steps__` (langchain_core's name) may also come as a keyword, when it is a mapping.
+    #[pyo3(signature = (steps__=None, /, *, on_error=None, merge=None, **steps))]
+    fn __init__(
+        slf: &Bound<'_, Self>,
+        steps__: Option<&Bound<'_, PyAny>>,
         on_error: Option<&Bound<'_, PyAny>>,
         merge: Option<&Bound<'_, PyAny>>,
         steps: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<PyClassInitializer<Self>> {
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let mut mapping = steps__.filter(|m| !m.is_none()).cloned();
+        let steps = steps.map(|s| s.copy()).transpose()?;
+        if let (None, Some(steps)) = (&mapping, &steps) {
+            if let Some(given) = steps.get_item("steps__")? {
+                if given.hasattr("items")? {
+                    steps.del_item("steps__")?;
+                    mapping = Some(given);
+                }
+            }
+        }
         // Keyword steps win, in the mapping's position (dict-merge semantics).
         let merged = PyDict::new(py);
-        if let Some(mapping) = mapping.filter(|m| !m.is_none()) {
+        if let Some(mapping) = mapping {
             let items = mapping.call_method0("items").map_err(|_| {
                 type_error(format!(
                     "Parallel() takes a dict of steps; got {}",
-                    describe(mapping)
+                    describe(&mapping)
                 ))
             })?;
             for item in items.try_iter()? {
@@ -228,19 +291,20 @@ impl Parallel {
         let mut node = ParallelNode::from_mapping(&merged)?;
         node.on_error = parse_on_error(on_error)?;
         node.merge = parse_merge(merge)?;
-        Ok(Runnable::init(node).add_subclass(Parallel))
+        Runnable::set_node(slf.as_super(), node, None)
     }
 
     /// The steps after coercion, in declared order.
     #[getter]
     fn steps<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
-        let py = slf.py();
-        let node: &ParallelNode = slf.as_super().get().node_as();
-        let dict = PyDict::new(py);
-        for (k, s) in node.keys.iter().zip(node.steps.iter()) {
-            dict.set_item(k, s.object(py))?;
-        }
-        Ok(dict)
+        let node: &ParallelNode = Runnable::node_as(slf.as_super())?;
+        node.step_dict(slf.py())
+    }
+
+    /// langchain_core's name for :attr:`steps`.
+    #[getter]
+    fn steps__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
+        Self::steps(slf)
     }
 }
 

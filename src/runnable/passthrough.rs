@@ -9,14 +9,14 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
 use crate::errors::{type_error, value_error};
-use pyo3::types::{PyDict, PyList, PyString};
-use pyo3::{PyClassInitializer, PyTraverseError};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyTypeInfo};
 
 use super::base::{Node, Runnable, Streaming};
-use super::lambda::Func;
+use super::lambda::{is_async_callable, Func};
 use super::parallel::{Parallel, ParallelNode};
 use super::{addable_dict, describe, Args, Here};
-use crate::exec::coro::StepFuture;
+use crate::exec::coro::{py_await, StepFuture};
 use crate::exec::stream::{background, tee, Accumulator, Chunks};
 use crate::exec::{Caller, Kind};
 
@@ -30,23 +30,45 @@ fn expect_dict<'a, 'py>(input: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py,
 pub(crate) struct PassthroughNode {
     /// Called on the input for its side effects; its result is ignored.
     func: Option<Func>,
+    /// Awaited on the input instead, by an awaiting caller.
+    afunc: Option<Func>,
+    /// The type it declares for its input and output (langchain_core's `input_type`).
+    input_type: Option<Py<PyAny>>,
+}
+
+impl PassthroughNode {
+    /// Calls the function on `value` for its side effects, `mode`'s way: an awaiting caller
+    /// awaits the async one if there is one (an async-only passthrough is always run so).
+    async fn side_effect(&self, value: &Py<PyAny>, args: &Args, mode: Caller) -> PyResult<()> {
+        match (&self.func, &self.afunc) {
+            (_, Some(afunc)) if mode == Caller::Loop || self.func.is_none() => {
+                let made = Python::attach(|py| {
+                    afunc
+                        .call(py, value.bind(py), args)
+                        .map(|called| called.output.unbind())
+                })?;
+                py_await(made).await.map(drop)
+            }
+            (Some(func), _) => Python::attach(|py| func.call(py, value.bind(py), args).map(drop)),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Node for PassthroughNode {
     /// With a function it may block: keep it off the event loop.
     fn kind(&self) -> Kind {
-        if self.func.is_some() {
-            Kind::Blocking
-        } else {
-            Kind::Inline
+        match (&self.func, &self.afunc) {
+            (None, None) => Kind::Inline,
+            (Some(_), None) => Kind::Blocking,
+            (None, Some(_)) => Kind::LoopOnly,
+            (Some(_), Some(_)) => Kind::Async,
         }
     }
 
-    fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, _mode: Caller) -> StepFuture {
+    fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
         Box::pin(async move {
-            if let Some(func) = &self.func {
-                Python::attach(|py| func.call(py, input.bind(py), &args).map(drop))?;
-            }
+            self.side_effect(&input, &args, mode).await?;
             Ok(input)
         })
     }
@@ -58,6 +80,7 @@ impl Node for PassthroughNode {
     /// The input chunks as they come; then the function, if any, on their sum.
     fn transform(self: Arc<Self>, input: Chunks, args: Args, mode: Caller) -> Chunks {
         let mut input = input;
+        let calls = self.func.is_some() || self.afunc.is_some();
         let stream = async_stream::stream! {
             let mut acc = Accumulator::new(false);
             while let Some(chunk) = futures_util::StreamExt::next(&mut input.stream).await {
@@ -65,7 +88,7 @@ impl Node for PassthroughNode {
                     Ok(chunk) => {
                         let copy = Python::attach(|py| chunk.clone_ref(py));
                         yield Ok(chunk);
-                        if self.func.is_some() {
+                        if calls {
                             if let Err(err) = Python::attach(|py| acc.add(py, copy)) {
                                 yield Err(err);
                                 return;
@@ -85,8 +108,8 @@ impl Node for PassthroughNode {
                     return;
                 }
             };
-            if let (Some(func), Some(value)) = (&self.func, value) {
-                if let Err(err) = Python::attach(|py| func.call(py, value.bind(py), &args).map(drop)) {
+            if let Some(value) = value {
+                if let Err(err) = self.side_effect(&value, &args, mode).await {
                     yield Err(err);
                 }
             }
@@ -95,15 +118,36 @@ impl Node for PassthroughNode {
     }
 
     fn name(&self, _py: Python<'_>) -> String {
-        "Passthrough".to_owned()
+        "RunnablePassthrough".to_owned()
     }
 
+    /// langchain_core's, which shows none of its fields.
     fn repr(&self, _py: Python<'_>) -> PyResult<String> {
-        Ok("Passthrough()".to_owned())
+        Ok("RunnablePassthrough()".to_owned())
+    }
+
+    fn class<'py>(&self, py: Python<'py>) -> Bound<'py, PyType> {
+        Passthrough::type_object(py)
+    }
+
+    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let fields = PyDict::new(py);
+        if let Some(func) = &self.func {
+            fields.set_item("func", &func.func)?;
+        }
+        if let Some(afunc) = &self.afunc {
+            fields.set_item("afunc", &afunc.func)?;
+        }
+        if let Some(t) = &self.input_type {
+            fields.set_item("input_type", t)?;
+        }
+        Ok(fields)
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.func.iter().try_for_each(|f| f.traverse(visit))
+        self.func.iter().try_for_each(|f| f.traverse(visit))?;
+        self.afunc.iter().try_for_each(|f| f.traverse(visit))?;
+        self.input_type.iter().try_for_each(|t| visit.call(t))
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -112,26 +156,77 @@ impl Node for PassthroughNode {
 }
 
 /// Passes its input through unchanged, like langchain_core's `RunnablePassthrough`; with
-/// `func`, calls it on the input first (for side effects).
-#[pyclass(frozen, extends = Runnable, module = "fastlcel", name = "Passthrough")]
+/// `func`, calls it on the input first (for side effects), `afunc` when awaited.
+#[pyclass(frozen, subclass, extends = Runnable, module = "fastlcel", name = "Passthrough")]
 pub(crate) struct Passthrough;
 
 #[pymethods]
 impl Passthrough {
     #[new]
-    #[pyo3(signature = (func=None))]
-    fn py_new(func: Option<&Bound<'_, PyAny>>) -> PyResult<PyClassInitializer<Self>> {
-        let func = match func.filter(|f| !f.is_none()) {
-            Some(f) if f.is_callable() => Some(Func::new(f)?),
-            Some(f) => {
-                return Err(type_error(format!(
-                    "Passthrough expects a callable or None; got {}",
+    #[classmethod]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(func=None, afunc=None, *, input_type=None, name=None)")]
+    fn py_new(
+        cls: &Bound<'_, PyType>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<pyo3::PyClassInitializer<Self>> {
+        Ok(Runnable::blank_of(cls, &Self::type_object(cls.py()))?.add_subclass(Passthrough))
+    }
+
+    #[pyo3(signature = (func=None, afunc=None, *, input_type=None, name=None))]
+    fn __init__(
+        slf: &Bound<'_, Self>,
+        func: Option<&Bound<'_, PyAny>>,
+        afunc: Option<&Bound<'_, PyAny>>,
+        input_type: Option<&Bound<'_, PyAny>>,
+        name: Option<Bound<'_, PyString>>,
+    ) -> PyResult<()> {
+        let callable = |f: Option<&Bound<'_, PyAny>>, what: &str| -> PyResult<Option<Func>> {
+            match f.filter(|f| !f.is_none()) {
+                Some(f) if f.is_callable() => Func::new(f).map(Some),
+                Some(f) => Err(type_error(format!(
+                    "Passthrough {what} must be a callable or None; got {}",
                     describe(f)
-                )))
+                ))),
+                None => Ok(None),
             }
-            None => None,
         };
-        Ok(Runnable::init(PassthroughNode { func }).add_subclass(Passthrough))
+        // As langchain_core: an async function given as `func` is the async one.
+        let (func, afunc) = match func.filter(|f| !f.is_none()) {
+            Some(f) if afunc.is_none_or(|a| a.is_none()) && is_async_callable(f)? => {
+                (None, Some(f))
+            }
+            f => (f, afunc),
+        };
+        let node = PassthroughNode {
+            func: callable(func, "func")?,
+            afunc: callable(afunc, "afunc")?,
+            input_type: input_type
+                .filter(|t| !t.is_none())
+                .map(|t| t.clone().unbind()),
+        };
+        Runnable::set_node(slf.as_super(), node, name)
+    }
+
+    /// The function called on the input, if any.
+    #[getter]
+    fn func(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let node: &PassthroughNode = Runnable::node_as(slf.as_super())?;
+        Ok(node.func.as_ref().map(|f| f.func.clone_ref(slf.py())))
+    }
+
+    /// The async function awaited on the input, if any.
+    #[getter]
+    fn afunc(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let node: &PassthroughNode = Runnable::node_as(slf.as_super())?;
+        Ok(node.afunc.as_ref().map(|f| f.func.clone_ref(slf.py())))
+    }
+
+    /// The type it declares for its input and output, if any.
+    #[getter]
+    fn input_type(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let node: &PassthroughNode = Runnable::node_as(slf.as_super())?;
+        Ok(node.input_type.as_ref().map(|t| t.clone_ref(slf.py())))
     }
 
     /// `Passthrough.assign(**steps)`: the input dict plus one key per step, each computed from
@@ -150,19 +245,24 @@ pub(crate) struct AssignNode {
 
 impl AssignNode {
     fn mapper(&self) -> &ParallelNode {
-        self.mapper.get().node_as()
+        self.mapper
+            .get()
+            .node()
+            .as_any()
+            .downcast_ref()
+            .expect("an Assign's mapper is a Parallel")
     }
 }
 
 impl Node for AssignNode {
     fn kind(&self) -> Kind {
-        self.mapper.get().node.kind()
+        self.mapper.get().node().kind()
     }
 
     fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
         Box::pin(async move {
             // The mapper runs in its own run, a child of this one (as in langchain_core).
-            let mapper = Here::Node(Arc::clone(&self.mapper.get().node));
+            let mapper = Here::Node(Arc::clone(self.mapper.get().node()));
             let (mapper_input, mapper_args) = Python::attach(|py| {
                 expect_dict(input.bind(py))?;
                 let mut child = args.child(py, None)?;
@@ -190,7 +290,7 @@ impl Node for AssignNode {
             copies.next().expect("two copies"),
             copies.next().expect("two copies"),
         );
-        let mapper = Here::Node(Arc::clone(&self.mapper.get().node));
+        let mapper = Here::Node(Arc::clone(self.mapper.get().node()));
         let mapper_args = match Python::attach(|py| args.child(py, None)) {
             Ok(child) => child,
             Err(err) => return Chunks::failed(err, mode),
@@ -229,11 +329,28 @@ impl Node for AssignNode {
     }
 
     fn name(&self, py: Python<'_>) -> String {
-        format!("Assign<{}>", self.mapper().keys_joined(py))
+        format!("RunnableAssign<{}>", self.mapper().keys_joined(py))
+    }
+
+    fn named_by_class(&self) -> bool {
+        false
     }
 
     fn repr(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!("Assign(mapper={})", self.mapper.bind(py).repr()?))
+        Ok(format!(
+            "RunnableAssign(mapper={})",
+            self.mapper.bind(py).repr()?
+        ))
+    }
+
+    fn class<'py>(&self, py: Python<'py>) -> Bound<'py, PyType> {
+        Assign::type_object(py)
+    }
+
+    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let fields = PyDict::new(py);
+        fields.set_item("mapper", &self.mapper)?;
+        Ok(fields)
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -247,7 +364,7 @@ impl Node for AssignNode {
 
 /// The input dict plus computed keys, like langchain_core's `RunnableAssign`. Made by
 /// `Passthrough.assign(**steps)` or `runnable.assign(**steps)`.
-#[pyclass(frozen, extends = Runnable, module = "fastlcel", name = "Assign")]
+#[pyclass(frozen, subclass, extends = Runnable, module = "fastlcel", name = "Assign")]
 pub(crate) struct Assign;
 
 impl Assign {
@@ -260,17 +377,35 @@ impl Assign {
             None => PyDict::new(py),
         };
         let mapper = Parallel::wrap(&steps)?;
-        Runnable::create(py, AssignNode { mapper }, Assign)
+        Runnable::create(py, AssignNode { mapper }, Assign, None)
     }
 }
 
 #[pymethods]
 impl Assign {
     #[new]
-    fn py_new(mapper: &Bound<'_, PyAny>) -> PyResult<PyClassInitializer<Self>> {
+    #[classmethod]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(mapper, *, name=None)")]
+    fn py_new(
+        cls: &Bound<'_, PyType>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<pyo3::PyClassInitializer<Self>> {
+        Ok(Runnable::blank_of(cls, &Self::type_object(cls.py()))?.add_subclass(Assign))
+    }
+
+    #[pyo3(signature = (mapper, *, name=None))]
+    fn __init__(
+        slf: &Bound<'_, Self>,
+        mapper: &Bound<'_, PyAny>,
+        name: Option<Bound<'_, PyString>>,
+    ) -> PyResult<()> {
         let mapper = match mapper.cast::<Parallel>() {
-            Ok(p) => p.as_super().clone().unbind(),
-            Err(_) => match mapper.cast::<PyDict>() {
+            Ok(p) if !p.as_super().get().overrides() => {
+                Runnable::ready(p.as_super())?;
+                p.as_super().clone().unbind()
+            }
+            _ => match mapper.cast::<PyDict>() {
                 Ok(d) => Parallel::wrap(d)?,
                 Err(_) => {
                     return Err(type_error(format!(
@@ -280,14 +415,14 @@ impl Assign {
                 }
             },
         };
-        Ok(Runnable::init(AssignNode { mapper }).add_subclass(Assign))
+        Runnable::set_node(slf.as_super(), AssignNode { mapper }, name)
     }
 
     /// The Parallel that computes the new keys.
     #[getter]
-    fn mapper(slf: &Bound<'_, Self>) -> Py<Runnable> {
-        let node: &AssignNode = slf.as_super().get().node_as();
-        node.mapper.clone_ref(slf.py())
+    fn mapper(slf: &Bound<'_, Self>) -> PyResult<Py<Runnable>> {
+        let node: &AssignNode = Runnable::node_as(slf.as_super())?;
+        Ok(node.mapper.clone_ref(slf.py()))
     }
 }
 
@@ -323,6 +458,14 @@ impl PickNode {
 }
 
 impl PickNode {
+    /// The keys as given: a str, or a list of them.
+    fn keys_object(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(match &self.keys {
+            Keys::One(k) => k.clone_ref(py).into_any(),
+            Keys::Many(ks) => PyList::new(py, ks)?.into_any().unbind(),
+        })
+    }
+
     fn pick(&self, py: Python<'_>, input: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let dict = expect_dict(input)?;
         match &self.keys {
@@ -377,20 +520,33 @@ impl Node for PickNode {
 
     fn name(&self, py: Python<'_>) -> String {
         match &self.keys {
-            Keys::One(k) => format!("Pick<{}>", k.bind(py)),
+            Keys::One(k) => format!("RunnablePick<{}>", k.bind(py)),
             Keys::Many(ks) => {
                 let names: Vec<String> = ks.iter().map(|k| k.bind(py).to_string()).collect();
-                format!("Pick<{}>", names.join(","))
+                format!("RunnablePick<{}>", names.join(","))
             }
         }
     }
 
+    fn named_by_class(&self) -> bool {
+        false
+    }
+
     fn repr(&self, py: Python<'_>) -> PyResult<String> {
-        let keys = match &self.keys {
-            Keys::One(k) => k.bind(py).repr()?.to_string(),
-            Keys::Many(ks) => PyList::new(py, ks)?.repr()?.to_string(),
-        };
-        Ok(format!("Pick(keys={keys})"))
+        Ok(format!(
+            "RunnablePick(keys={})",
+            self.keys_object(py)?.bind(py).repr()?
+        ))
+    }
+
+    fn class<'py>(&self, py: Python<'py>) -> Bound<'py, PyType> {
+        Pick::type_object(py)
+    }
+
+    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let fields = PyDict::new(py);
+        fields.set_item("keys", self.keys_object(py)?)?;
+        Ok(fields)
     }
 
     fn traverse(&self, _visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -404,29 +560,40 @@ impl Node for PickNode {
 
 /// Some keys of the input dict, like langchain_core's `RunnablePick`; made by
 /// `runnable.pick(keys)`.
-#[pyclass(frozen, extends = Runnable, module = "fastlcel", name = "Pick")]
+#[pyclass(frozen, subclass, extends = Runnable, module = "fastlcel", name = "Pick")]
 pub(crate) struct Pick;
 
 impl Pick {
     pub(crate) fn make(keys: &Bound<'_, PyAny>) -> PyResult<Py<Runnable>> {
-        Runnable::create(keys.py(), PickNode::new(keys)?, Pick)
+        Runnable::create(keys.py(), PickNode::new(keys)?, Pick, None)
     }
 }
 
 #[pymethods]
 impl Pick {
     #[new]
-    fn py_new(keys: &Bound<'_, PyAny>) -> PyResult<PyClassInitializer<Self>> {
-        Ok(Runnable::init(PickNode::new(keys)?).add_subclass(Pick))
+    #[classmethod]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(keys, *, name=None)")]
+    fn py_new(
+        cls: &Bound<'_, PyType>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<pyo3::PyClassInitializer<Self>> {
+        Ok(Runnable::blank_of(cls, &Self::type_object(cls.py()))?.add_subclass(Pick))
+    }
+
+    #[pyo3(signature = (keys, *, name=None))]
+    fn __init__(
+        slf: &Bound<'_, Self>,
+        keys: &Bound<'_, PyAny>,
+        name: Option<Bound<'_, PyString>>,
+    ) -> PyResult<()> {
+        Runnable::set_node(slf.as_super(), PickNode::new(keys)?, name)
     }
 
     #[getter]
     fn keys(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let node: &PickNode = slf.as_super().get().node_as();
-        Ok(match &node.keys {
-            Keys::One(k) => k.clone_ref(py).into_any(),
-            Keys::Many(ks) => PyList::new(py, ks)?.into_any().unbind(),
-        })
+        let node: &PickNode = Runnable::node_as(slf.as_super())?;
+        node.keys_object(slf.py())
     }
 }

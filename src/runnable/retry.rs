@@ -15,10 +15,11 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
 use crate::errors::{type_error, value_error};
-use pyo3::types::PyDict;
-use pyo3::PyTraverseError;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyTypeInfo};
 
-use super::base::{Node, Runnable, Streaming};
+use super::base::{BindingParts, Node, Runnable, Streaming};
+use super::binding::{Binding, BindingNode};
 use super::{exception_types, is_exception_type, Args, Step};
 use crate::exec::aio;
 use crate::exec::coro::StepFuture;
@@ -109,6 +110,8 @@ pub(crate) struct RetryPolicy {
     retry_if: RetryIf,
     backoff: Option<Backoff>,
     stop_after_attempt: u32,
+    /// `exponential_jitter_params` as given (langchain_core's field).
+    jitter_params: Option<Py<PyAny>>,
 }
 
 impl RetryPolicy {
@@ -134,7 +137,27 @@ impl RetryPolicy {
 impl RetryPolicy {
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         match &self.retry_if {
-            RetryIf::Types(obj) | RetryIf::Predicate(obj) => visit.call(obj),
+            RetryIf::Types(obj) | RetryIf::Predicate(obj) => visit.call(obj)?,
+        }
+        self.jitter_params.iter().try_for_each(|p| visit.call(p))
+    }
+
+    /// `retry_exception_types` as langchain_core keeps it: the tuple, or the predicate.
+    fn retry_object(&self) -> &Py<PyAny> {
+        match &self.retry_if {
+            RetryIf::Types(obj) | RetryIf::Predicate(obj) => obj,
+        }
+    }
+
+    /// Whether it retries only `Exception`s, langchain_core's default.
+    fn retries_any_exception(&self, py: Python<'_>) -> bool {
+        match &self.retry_if {
+            RetryIf::Types(types) => types.bind(py).cast::<PyTuple>().is_ok_and(|t| {
+                t.len() == 1
+                    && t.get_item(0)
+                        .is_ok_and(|e| e.is(py.get_type::<PyException>().as_any()))
+            }),
+            RetryIf::Predicate(_) => false,
         }
     }
 }
@@ -193,12 +216,51 @@ impl Node for RetryNode {
         self.inner.name(py)
     }
 
+    fn named_by_class(&self) -> bool {
+        false
+    }
+
+    /// langchain_core's (a pydantic model's): the fields that differ from their defaults.
     fn repr(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!(
-            "Retry({}, stop_after_attempt={})",
-            self.inner.object(py).bind(py).repr()?,
-            self.policy.stop_after_attempt
-        ))
+        let policy = &self.policy;
+        let mut repr = format!(
+            "RunnableRetry(bound={}, kwargs={{}}, config={{}}, config_factories=[]",
+            self.inner.object(py).bind(py).repr()?
+        );
+        if !policy.retries_any_exception(py) {
+            let types = policy.retry_object().bind(py).repr()?;
+            repr.push_str(&format!(", retry_exception_types={types}"));
+        }
+        if policy.backoff.is_none() {
+            repr.push_str(", wait_exponential_jitter=False");
+        }
+        if let Some(params) = &policy.jitter_params {
+            let params = params.bind(py).repr()?;
+            repr.push_str(&format!(", exponential_jitter_params={params}"));
+        }
+        if policy.stop_after_attempt != 3 {
+            let n = policy.stop_after_attempt;
+            repr.push_str(&format!(", max_attempt_number={n}"));
+        }
+        repr.push(')');
+        Ok(repr)
+    }
+
+    fn class<'py>(&self, py: Python<'py>) -> Bound<'py, PyType> {
+        Retry::type_object(py)
+    }
+
+    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let policy = &self.policy;
+        let fields = PyDict::new(py);
+        fields.set_item("bound", self.inner.object(py))?;
+        fields.set_item("retry_exception_types", policy.retry_object())?;
+        fields.set_item("wait_exponential_jitter", policy.backoff.is_some())?;
+        if let Some(params) = &policy.jitter_params {
+            fields.set_item("exponential_jitter_params", params)?;
+        }
+        fields.set_item("max_attempt_number", policy.stop_after_attempt)?;
+        Ok(fields)
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -211,45 +273,179 @@ impl Node for RetryNode {
     }
 }
 
+impl RetryPolicy {
+    /// langchain_core's arguments, checked.
+    fn parse(
+        retry_if_exception_type: Option<&Bound<'_, PyAny>>,
+        wait_exponential_jitter: bool,
+        exponential_jitter_params: Option<&Bound<'_, PyAny>>,
+        stop_after_attempt: i64,
+    ) -> PyResult<Self> {
+        let retry_if = match retry_if_exception_type.filter(|r| !r.is_none()) {
+            None => RetryIf::Types(Python::attach(|py| {
+                exception_types(
+                    py.get_type::<PyException>().as_any(),
+                    "retry_if_exception_type",
+                )
+            })?),
+            // An exception class is callable too: it means "this type", not a predicate.
+            Some(f) if f.is_callable() && !is_exception_type(f) => {
+                RetryIf::Predicate(f.clone().unbind())
+            }
+            Some(types) => RetryIf::Types(exception_types(types, "retry_if_exception_type")?),
+        };
+        let stop_after_attempt = u32::try_from(stop_after_attempt)
+            .ok()
+            .filter(|&n| n >= 1)
+            .ok_or_else(|| {
+                value_error(format!(
+                    "stop_after_attempt must be a positive int (the number of attempts, the \
+                     first included); got {stop_after_attempt}"
+                ))
+            })?;
+        // Parsed even when unused, so that a typo is reported at once.
+        let backoff = Backoff::parse(exponential_jitter_params)?;
+        Ok(RetryPolicy {
+            retry_if,
+            backoff: wait_exponential_jitter.then_some(backoff),
+            stop_after_attempt,
+            jitter_params: exponential_jitter_params
+                .filter(|p| !p.is_none())
+                .map(|p| p.clone().unbind()),
+        })
+    }
+}
+
 /// `runnable.with_retry(...)`.
 pub(crate) fn with_retry(
-    runnable: &Bound<'_, Runnable>,
+    step: Step,
     retry_if_exception_type: Option<&Bound<'_, PyAny>>,
     wait_exponential_jitter: bool,
     exponential_jitter_params: Option<&Bound<'_, PyAny>>,
     stop_after_attempt: i64,
 ) -> PyResult<Py<Runnable>> {
-    let py = runnable.py();
-    let retry_if = match retry_if_exception_type.filter(|r| !r.is_none()) {
-        None => RetryIf::Types(exception_types(
-            py.get_type::<PyException>().as_any(),
-            "retry_if_exception_type",
-        )?),
-        // An exception class is callable too: it means "this type", not a predicate.
-        Some(f) if f.is_callable() && !is_exception_type(f) => {
-            RetryIf::Predicate(f.clone().unbind())
-        }
-        Some(types) => RetryIf::Types(exception_types(types, "retry_if_exception_type")?),
-    };
-    let stop_after_attempt = u32::try_from(stop_after_attempt)
-        .ok()
-        .filter(|&n| n >= 1)
-        .ok_or_else(|| {
-            value_error(format!(
-                "stop_after_attempt must be a positive int (the number of attempts, the first \
-                 included); got {stop_after_attempt}"
-            ))
-        })?;
-    // Parsed even when unused, so that a typo is reported at once.
-    let backoff = Backoff::parse(exponential_jitter_params)?;
-    let policy = RetryPolicy {
-        retry_if,
-        backoff: wait_exponential_jitter.then_some(backoff),
+    let policy = RetryPolicy::parse(
+        retry_if_exception_type,
+        wait_exponential_jitter,
+        exponential_jitter_params,
         stop_after_attempt,
-    };
+    )?;
     let node = RetryNode {
-        inner: Arc::new(Step::Native(runnable.clone().unbind())),
+        inner: Arc::new(step),
         policy,
     };
-    Py::new(py, Runnable::init(node))
+    Python::attach(|py| Runnable::create(py, node, Retry, None))
+}
+
+/// A runnable retried on failure, like langchain_core's `RunnableRetry`; made by
+/// `with_retry`.
+#[pyclass(frozen, subclass, extends = Runnable, module = "fastlcel", name = "Retry")]
+pub(crate) struct Retry;
+
+impl Retry {
+    fn node<'a>(slf: &'a Bound<'_, Self>) -> PyResult<&'a RetryNode> {
+        Runnable::node_as(slf.as_super())
+    }
+}
+
+#[pymethods]
+impl Retry {
+    #[new]
+    #[classmethod]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(*, bound, retry_exception_types=None, wait_exponential_jitter=True, exponential_jitter_params=None, max_attempt_number=3, kwargs=None, config=None, config_factories=None, name=None)")]
+    fn py_new(
+        cls: &Bound<'_, PyType>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<pyo3::PyClassInitializer<Self>> {
+        Ok(Runnable::blank_of(cls, &Self::type_object(cls.py()))?.add_subclass(Retry))
+    }
+
+    /// langchain_core's `RunnableRetry(bound=..., max_attempt_number=...)`; `kwargs` and
+    /// `config` bind the runnable first, as a RunnableBinding would.
+    #[pyo3(signature = (
+        *,
+        bound,
+        retry_exception_types=None,
+        wait_exponential_jitter=true,
+        exponential_jitter_params=None,
+        max_attempt_number=3,
+        kwargs=None,
+        config=None,
+        config_factories=None,
+        name=None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn __init__(
+        slf: &Bound<'_, Self>,
+        bound: &Bound<'_, PyAny>,
+        retry_exception_types: Option<&Bound<'_, PyAny>>,
+        wait_exponential_jitter: bool,
+        exponential_jitter_params: Option<&Bound<'_, PyAny>>,
+        max_attempt_number: i64,
+        kwargs: Option<&Bound<'_, PyDict>>,
+        config: Option<&Bound<'_, PyDict>>,
+        config_factories: Option<&Bound<'_, PyList>>,
+        name: Option<Bound<'_, PyString>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let mut step = Step::coerce(bound, "Retry bound")?;
+        let binds = [kwargs.map(|d| d.len()), config.map(|d| d.len())]
+            .into_iter()
+            .flatten()
+            .any(|n| n > 0)
+            || config_factories.is_some_and(|f| !f.is_empty());
+        if binds {
+            let parts = BindingParts {
+                bound: step,
+                config: config.map_or_else(|| PyDict::new(py), |d| d.clone()),
+                kwargs: kwargs.map_or_else(|| PyDict::new(py), |d| d.clone()),
+                config_factories: config_factories.map_or_else(|| PyList::empty(py), |f| f.clone()),
+                input_type: None,
+                output_type: None,
+            };
+            let binding = Binding::make(py, BindingNode::from_parts(parts))?;
+            step = Step::native(binding.bind(py))?;
+        }
+        let policy = RetryPolicy::parse(
+            retry_exception_types,
+            wait_exponential_jitter,
+            exponential_jitter_params,
+            max_attempt_number,
+        )?;
+        let node = RetryNode {
+            inner: Arc::new(step),
+            policy,
+        };
+        Runnable::set_node(slf.as_super(), node, name)
+    }
+
+    /// The runnable retried.
+    #[getter]
+    fn bound(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Ok(Self::node(slf)?.inner.object(slf.py()))
+    }
+
+    /// A tuple of exception classes, or the predicate given.
+    #[getter]
+    fn retry_exception_types(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Ok(Self::node(slf)?.policy.retry_object().clone_ref(slf.py()))
+    }
+
+    #[getter]
+    fn wait_exponential_jitter(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        Ok(Self::node(slf)?.policy.backoff.is_some())
+    }
+
+    #[getter]
+    fn exponential_jitter_params(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let py = slf.py();
+        let params = &Self::node(slf)?.policy.jitter_params;
+        Ok(params.as_ref().map(|p| p.clone_ref(py)))
+    }
+
+    #[getter]
+    fn max_attempt_number(slf: &Bound<'_, Self>) -> PyResult<u32> {
+        Ok(Self::node(slf)?.policy.stop_after_attempt)
+    }
 }

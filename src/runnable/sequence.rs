@@ -7,11 +7,11 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
 use crate::errors::value_error;
-use pyo3::types::{PyList, PyTuple};
-use pyo3::{PyClassInitializer, PyTraverseError};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyTypeInfo};
 
 use super::base::{Node, Runnable, Streaming};
-use super::{Args, Step};
+use super::{indent_after_first, Args, Step};
 use crate::exec::aio::on_pool;
 use crate::exec::coro::StepFuture;
 use crate::exec::stream::Chunks;
@@ -19,19 +19,21 @@ use crate::exec::{Caller, Kind};
 
 pub(crate) struct SequenceNode {
     steps: Vec<Step>,
-    name: Option<String>,
 }
 
 impl SequenceNode {
     /// Coerces and flattens `objs` (nested sequences are spliced in).
-    pub(crate) fn new(objs: &[Bound<'_, PyAny>], name: Option<String>) -> PyResult<Self> {
+    pub(crate) fn new(objs: &[Bound<'_, PyAny>]) -> PyResult<Self> {
         let mut steps = Vec::with_capacity(objs.len());
         for (i, obj) in objs.iter().enumerate() {
             if let Ok(r) = obj.cast::<Runnable>() {
-                if let Some(seq) = r.get().node.as_any().downcast_ref::<SequenceNode>() {
-                    let py = obj.py();
-                    steps.extend(seq.steps.iter().map(|s| s.clone_ref(py)));
-                    continue;
+                let node = Runnable::ready(r)?;
+                if let Some(seq) = node.as_any().downcast_ref::<SequenceNode>() {
+                    if !r.get().overrides() {
+                        let py = obj.py();
+                        steps.extend(seq.steps.iter().map(|s| s.clone_ref(py)));
+                        continue;
+                    }
                 }
             }
             steps.push(Step::coerce(obj, &format!("Sequence step {i}"))?);
@@ -42,7 +44,7 @@ impl SequenceNode {
                 steps.len()
             )));
         }
-        Ok(Self { steps, name })
+        Ok(Self { steps })
     }
 
     /// The steps as Python objects (a fresh list).
@@ -132,20 +134,41 @@ impl Node for SequenceNode {
         chunks
     }
 
-    fn name(&self, py: Python<'_>) -> String {
-        self.name.clone().unwrap_or_else(|| {
-            let names: Vec<String> = self.steps.iter().map(|s| s.name(py)).collect();
-            names.join(" | ")
-        })
+    fn name(&self, _py: Python<'_>) -> String {
+        "RunnableSequence".to_owned()
     }
 
+    /// langchain_core's: one step a line, `| ` before all but the first.
     fn repr(&self, py: Python<'_>) -> PyResult<String> {
         let parts = self
             .steps
             .iter()
-            .map(|s| Ok(s.object(py).bind(py).repr()?.to_string()))
+            .enumerate()
+            .map(|(i, s)| {
+                let repr = s.object(py).bind(py).repr()?.to_string();
+                Ok(if i == 0 {
+                    repr
+                } else {
+                    indent_after_first(&repr, 2)
+                })
+            })
             .collect::<PyResult<Vec<_>>>()?;
-        Ok(parts.join(" | "))
+        Ok(parts.join("\n| "))
+    }
+
+    fn class<'py>(&self, py: Python<'py>) -> Bound<'py, PyType> {
+        Sequence::type_object(py)
+    }
+
+    /// `first`, `middle` and `last`, langchain_core's fields.
+    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let n = self.steps.len();
+        let fields = PyDict::new(py);
+        fields.set_item("first", self.steps[0].object(py))?;
+        let middle = self.steps[1..n - 1].iter().map(|s| s.object(py));
+        fields.set_item("middle", PyList::new(py, middle)?)?;
+        fields.set_item("last", self.steps[n - 1].object(py))?;
+        Ok(fields)
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -159,43 +182,82 @@ impl Node for SequenceNode {
 
 /// Steps run one after the other, each on the previous one's output, like langchain_core's
 /// `RunnableSequence`. Usually made with `|`: `Lambda(f) | {"a": g, "b": h} | k`.
-#[pyclass(frozen, extends = Runnable, module = "fastlcel", name = "Sequence")]
+#[pyclass(frozen, subclass, extends = Runnable, module = "fastlcel", name = "Sequence")]
 pub(crate) struct Sequence;
 
 impl Sequence {
-    pub(crate) fn make(py: Python<'_>, node: SequenceNode) -> PyResult<Py<Runnable>> {
-        Runnable::create(py, node, Sequence)
+    pub(crate) fn make(
+        py: Python<'_>,
+        node: SequenceNode,
+        name: Option<Bound<'_, PyString>>,
+    ) -> PyResult<Py<Runnable>> {
+        Runnable::create(py, node, Sequence, name)
+    }
+
+    fn node<'a>(slf: &'a Bound<'_, Self>) -> PyResult<&'a SequenceNode> {
+        Runnable::node_as(slf.as_super())
     }
 }
 
 #[pymethods]
 impl Sequence {
     #[new]
-    #[pyo3(signature = (*steps, name=None))]
+    #[classmethod]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(*steps, name=None, first=None, middle=None, last=None)")]
     fn py_new(
+        cls: &Bound<'_, PyType>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<pyo3::PyClassInitializer<Self>> {
+        Ok(Runnable::blank_of(cls, &Self::type_object(cls.py()))?.add_subclass(Sequence))
+    }
+
+    /// `Sequence(a, b, c)`, or langchain_core's `first=`, `middle=`, `last=` when no step is
+    /// given by position.
+    #[pyo3(signature = (*steps, name=None, first=None, middle=None, last=None))]
+    fn __init__(
+        slf: &Bound<'_, Self>,
         steps: &Bound<'_, PyTuple>,
-        name: Option<String>,
-    ) -> PyResult<PyClassInitializer<Self>> {
-        let objs: Vec<_> = steps.iter().collect();
-        Ok(Runnable::init(SequenceNode::new(&objs, name)?).add_subclass(Sequence))
+        name: Option<Bound<'_, PyString>>,
+        first: Option<&Bound<'_, PyAny>>,
+        middle: Option<&Bound<'_, PyAny>>,
+        last: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let mut objs: Vec<_> = steps.iter().collect();
+        if let (true, Some(first), Some(last)) = (objs.is_empty(), first, last) {
+            objs.push(first.clone());
+            if let Some(middle) = middle.filter(|m| !m.is_none()) {
+                for step in middle.try_iter()? {
+                    objs.push(step?);
+                }
+            }
+            objs.push(last.clone());
+        }
+        Runnable::set_node(slf.as_super(), SequenceNode::new(&objs)?, name)
     }
 
     /// The steps, flattened, in order.
     #[getter]
     fn steps<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyList>> {
-        let node: &SequenceNode = slf.as_super().get().node_as();
-        node.step_objects(slf.py())
+        Self::node(slf)?.step_objects(slf.py())
     }
 
     #[getter]
-    fn first(slf: &Bound<'_, Self>) -> Py<PyAny> {
-        let node: &SequenceNode = slf.as_super().get().node_as();
-        node.steps[0].object(slf.py())
+    fn first(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Ok(Self::node(slf)?.steps[0].object(slf.py()))
+    }
+
+    /// The steps between the first and the last.
+    #[getter]
+    fn middle<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyList>> {
+        let py = slf.py();
+        let steps = &Self::node(slf)?.steps;
+        PyList::new(py, steps[1..steps.len() - 1].iter().map(|s| s.object(py)))
     }
 
     #[getter]
-    fn last(slf: &Bound<'_, Self>) -> Py<PyAny> {
-        let node: &SequenceNode = slf.as_super().get().node_as();
-        node.steps[node.steps.len() - 1].object(slf.py())
+    fn last(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let node = Self::node(slf)?;
+        Ok(node.steps[node.steps.len() - 1].object(slf.py()))
     }
 }

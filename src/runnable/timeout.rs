@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::PyTraverseError;
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyTypeInfo};
 
 use super::base::{Node, Runnable};
 use super::{Args, Calls, Step};
@@ -75,16 +76,32 @@ impl Node for TimeoutNode {
         }
     }
 
+    /// Named as langchain_core names a binding: after its runnable.
     fn name(&self, py: Python<'_>) -> String {
         self.inner.name(py)
+    }
+
+    fn named_by_class(&self) -> bool {
+        false
     }
 
     fn repr(&self, py: Python<'_>) -> PyResult<String> {
         let inner = self.inner.object(py).bind(py).repr()?;
         Ok(match self.seconds {
-            Some(seconds) => format!("Timeout({inner}, seconds={seconds})"),
-            None => format!("Timeout({inner}, seconds=config['timeout'])"),
+            Some(seconds) => format!("Timeout(bound={inner}, seconds={seconds})"),
+            None => format!("Timeout(bound={inner}, seconds=config['timeout'])"),
         })
+    }
+
+    fn class<'py>(&self, py: Python<'py>) -> Bound<'py, PyType> {
+        Timeout::type_object(py)
+    }
+
+    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let fields = PyDict::new(py);
+        fields.set_item("bound", self.inner.object(py))?;
+        fields.set_item("seconds", self.seconds)?;
+        Ok(fields)
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -97,13 +114,62 @@ impl Node for TimeoutNode {
 }
 
 /// `runnable.with_timeout(seconds)`.
-pub(crate) fn with_timeout(
-    runnable: &Bound<'_, Runnable>,
-    seconds: &Bound<'_, PyAny>,
-) -> PyResult<Py<Runnable>> {
+pub(crate) fn with_timeout(step: Step, seconds: &Bound<'_, PyAny>) -> PyResult<Py<Runnable>> {
     let node = TimeoutNode {
-        inner: Arc::new(Step::Native(runnable.clone().unbind())),
+        inner: Arc::new(step),
         seconds: Some(parse_timeout(seconds, "with_timeout(seconds)")?),
     };
-    Py::new(runnable.py(), Runnable::init(node))
+    Runnable::create(seconds.py(), node, Timeout, None)
+}
+
+/// A runnable that must finish within a deadline; made by `with_timeout`.
+#[pyclass(frozen, subclass, extends = Runnable, module = "fastlcel", name = "Timeout")]
+pub(crate) struct Timeout;
+
+#[pymethods]
+impl Timeout {
+    #[new]
+    #[classmethod]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(bound, seconds, *, name=None)")]
+    fn py_new(
+        cls: &Bound<'_, PyType>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<pyo3::PyClassInitializer<Self>> {
+        Ok(Runnable::blank_of(cls, &Self::type_object(cls.py()))?.add_subclass(Timeout))
+    }
+
+    /// `Timeout(bound, seconds)`: `bound.with_timeout(seconds)`; `seconds=None` reads the
+    /// `timeout` key of each call's config.
+    #[pyo3(signature = (bound, seconds, *, name=None))]
+    fn __init__(
+        slf: &Bound<'_, Self>,
+        bound: &Bound<'_, PyAny>,
+        seconds: Option<&Bound<'_, PyAny>>,
+        name: Option<Bound<'_, PyString>>,
+    ) -> PyResult<()> {
+        let seconds = seconds
+            .filter(|s| !s.is_none())
+            .map(|s| parse_timeout(s, "Timeout(seconds)"))
+            .transpose()?;
+        let node = TimeoutNode {
+            inner: Arc::new(Step::coerce(bound, "Timeout bound")?),
+            seconds,
+        };
+        Runnable::set_node(slf.as_super(), node, name)
+    }
+
+    /// The runnable under the deadline.
+    #[getter]
+    fn bound(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let node: &TimeoutNode = Runnable::node_as(slf.as_super())?;
+        Ok(node.inner.object(slf.py()))
+    }
+
+    /// The deadline in seconds (None: each call's `timeout` config key).
+    #[getter]
+    fn seconds(slf: &Bound<'_, Self>) -> PyResult<Option<f64>> {
+        let node: &TimeoutNode = Runnable::node_as(slf.as_super())?;
+        Ok(node.seconds)
+    }
 }

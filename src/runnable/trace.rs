@@ -301,8 +301,9 @@ impl Drop for Opening {
 pub(crate) enum RunInput {
     /// Given at the start (an invoke).
     Now(Py<PyAny>),
-    /// Known at the end, when the stream of input chunks is over (a transform).
-    Deferred,
+    /// Known at the end, when the stream of input chunks is over (a transform); `announced`:
+    /// handlers are told so at the start (see [`Node::defers_inputs`]).
+    Deferred { announced: bool },
 }
 
 impl Run {
@@ -342,8 +343,10 @@ impl Run {
             kwargs.set_item(intern!(py, "run_id"), config.get(py, "run_id")?)?;
             let inputs = match input {
                 RunInput::Now(input) => input.into_bound(py),
-                RunInput::Deferred => {
-                    kwargs.set_item(intern!(py, "defers_inputs"), true)?;
+                RunInput::Deferred { announced } => {
+                    if announced {
+                        kwargs.set_item(intern!(py, "defers_inputs"), true)?;
+                    }
                     let inputs = PyDict::new(py);
                     inputs.set_item("input", "")?;
                     inputs.into_any()
@@ -697,13 +700,18 @@ impl Drop for StreamRun {
     }
 }
 
+/// The name of a traced call's run: the runnable's (see `Step::name`), else its node's.
+fn run_name(py: Python<'_>, node: &Arc<dyn Node>, args: &Args) -> String {
+    args.name.clone().unwrap_or_else(|| node.name(py))
+}
+
 /// A node's call, in its run if the call is traced (langchain_core's `_call_with_config`).
 pub(crate) fn run(node: Arc<dyn Node>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
     if !args.config.traced || !node.opens_run() {
         return node.run(input, args, mode);
     }
     Box::pin(async move {
-        let (name, given) = Python::attach(|py| (node.name(py), input.clone_ref(py)));
+        let (name, given) = Python::attach(|py| (run_name(py, &node, &args), input.clone_ref(py)));
         let run = Arc::new(Run::open(&args.config, RunInput::Now(given), name, mode).await?);
         let open = Unfinished(Some(Arc::clone(&run)));
         let result = node.run(input, args.within(&run), mode).await;
@@ -795,8 +803,11 @@ pub(crate) fn transform(node: Arc<dyn Node>, input: Chunks, args: Args, mode: Ca
             None => {}
         }
         let mut run = if traced {
-            let name = Python::attach(|py| node.name(py));
-            match Run::open(&args.config, RunInput::Deferred, name, mode).await {
+            let name = Python::attach(|py| run_name(py, &node, &args));
+            let input = RunInput::Deferred {
+                announced: node.defers_inputs(),
+            };
+            match Run::open(&args.config, input, name, mode).await {
                 Ok(run) => Some(StreamRun {
                     run: Arc::new(run),
                     output: OutputSum::Accumulated(Accumulator::new(true)),
@@ -875,7 +886,7 @@ pub(crate) fn whole(node: Arc<dyn Node>, input: Chunks, args: Args, mode: Caller
             }
         };
         let mut run = if traced {
-            let (name, given) = Python::attach(|py| (node.name(py), value.clone_ref(py)));
+            let (name, given) = Python::attach(|py| (run_name(py, &node, &args), value.clone_ref(py)));
             match Run::open(&args.config, RunInput::Now(given), name, mode).await {
                 Ok(run) => Some(StreamRun {
                     run: Arc::new(run),
