@@ -309,19 +309,24 @@ class TestCallersSide:
 
     @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/task")
     @pytest.mark.parametrize("method", ["batch", "abatch"])
-    @pytest.mark.parametrize("wrapped", [False, True], ids=["bare", "with_retry.with_timeout"])
-    def test_a_batch_of_1000_adds_no_thread_per_item(self, method: str, wrapped: bool) -> None:
+    @pytest.mark.parametrize("shape", ["bare", "with_retry.with_timeout", "map"])
+    def test_a_batch_of_1000_adds_no_thread_per_item(self, method: str, shape: str) -> None:
+        """Wrappers stay on the caller's side and wait without threads too; ``map()`` is a batch
+        inside a step (one list input of 1,000 items)."""
         with ThreadPoolExecutor(1) as one_thread:
             step = Lambda(threads_now, executor=one_thread)
-            if wrapped:  # wrappers stay on the caller's side, and wait without threads too
+            if shape == "with_retry.with_timeout":
                 step = step.with_retry().with_timeout(30)
-            step.batch([0])  # starts fastlcel's event loop and the executor's thread
-            run_async(lambda: step.abatch([0]))
+            inputs: list[Any] = list(range(1000))
+            if shape == "map":
+                step, inputs = step.map() | Lambda(max), [inputs]
+            step.batch(inputs[:1])  # starts fastlcel's event loop and the executor's thread
+            run_async(lambda: step.abatch(inputs[:1]))
             before = os_threads()
             if method == "batch":
-                seen = step.batch(list(range(1000)))
+                seen = step.batch(inputs)
             else:
-                seen = run_async(lambda: step.abatch(list(range(1000))))
+                seen = run_async(lambda: step.abatch(inputs))
         assert max(seen) <= before + 2, (before, max(seen))
 
 

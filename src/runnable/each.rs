@@ -22,7 +22,7 @@ pub(crate) struct EachNode {
 impl Node for EachNode {
     /// Always awaited on the loop, as a Parallel: its items run there as tasks, or on the pool.
     fn kind(&self) -> Kind {
-        Kind::Async
+        Kind::awaited_around([self.inner.kind()])
     }
 
     fn run(self: Arc<Self>, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
