@@ -137,6 +137,42 @@ class TestSingleFlight:
         assert results == [3] * 50
         assert step.total == 1
 
+    def test_threads_with_keys_whose_eq_lets_other_threads_run(self) -> None:
+        # A key's __eq__ that releases the GIL (I/O, logging) lets threads interleave inside one
+        # store operation: an eviction may find its key gone meanwhile, and no call may be left
+        # waiting for a computation that no one runs.
+        class Key:
+            def __init__(self, v: int) -> None:
+                self.v = v
+
+            def __hash__(self) -> int:
+                return self.v % 3  # collisions: __eq__ runs on lookups and evictions
+
+            def __eq__(self, other: object) -> bool:
+                time.sleep(0)
+                return isinstance(other, Key) and self.v == other.v
+
+        r = Lambda(lambda k: k.v).with_cache(maxsize=4)
+        errors: list[BaseException] = []
+
+        def work(seed: int) -> None:
+            try:
+                for i in range(200):
+                    v = (i * 7 + seed) % 10
+                    assert r.invoke(Key(v)) == v
+            except BaseException as e:  # noqa: BLE001 (reported below)
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(s,), daemon=True) for s in range(8)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 20
+        for t in threads:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        assert not any(t.is_alive() for t in threads), "a call was left waiting"
+        assert errors == []
+        assert r.cache_info()["size"] == 4
+
     def test_50_concurrent_identical_async_calls_run_once(self) -> None:
         step = AsyncFlaky(0, sleep=0.1)
         r = Lambda(step).with_cache()

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyException, PyTypeError};
+use pyo3::exceptions::{PyException, PyKeyError, PyTypeError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
@@ -122,7 +122,8 @@ struct Store {
 
 // NOTE: the map is a Python dict, so that keys hash and compare as in Python. It is used without
 // a lock of ours: a key's `__hash__`/`__eq__` may run Python code, and a thread holding a Rust lock
-// across that could deadlock on the GIL. Each dict operation is atomic under the GIL, and
+// across that could deadlock on the GIL. Each dict operation is atomic under the GIL (except where
+// a key's `__eq__` lets another thread run: an eviction may then find its key gone), and
 // `setdefault` decides the leader; the remaining races (two threads refreshing one key) only
 // cost a recomputation, never a wrong result.
 impl Store {
@@ -173,7 +174,12 @@ impl Store {
             let (inserted, _) = map.set_default_with_result(key, &slot)?;
             if inserted {
                 self.misses.fetch_add(1, Ordering::Relaxed);
-                self.evict(map)?;
+                if let Err(err) = self.evict(map) {
+                    // A key's `__eq__` raised. The new slot must not stay pending with no one to
+                    // settle it: its waiters get the error too.
+                    self.settle(key, &slot, Err(err.value(py).as_any()))?;
+                    return Err(err);
+                }
                 return Ok(Lookup::Lead(slot));
             }
         }
@@ -187,7 +193,18 @@ impl Store {
             let Some((oldest, _)) = map.iter().next() else {
                 break;
             };
-            map.del_item(oldest)?;
+            match map.del_item(&oldest) {
+                Ok(()) => {}
+                // Removed meanwhile by another thread (while a Python `__eq__` ran): fine, unless
+                // it is still there (the key's own `__eq__` raised the KeyError).
+                Err(err)
+                    if err.is_instance_of::<PyKeyError>(map.py())
+                        && !map
+                            .iter()
+                            .next()
+                            .is_some_and(|(first, _)| first.is(&oldest)) => {}
+                Err(err) => return Err(err),
+            }
         }
         Ok(())
     }
