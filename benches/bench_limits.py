@@ -6,7 +6,9 @@ hand-written Python floor (a GCRA under a `threading.Lock`; `functools.lru_cache
     python benches/bench_limits.py --ab DIR_A DIR_B [--rounds 5] [--quick]
 
 Every figure is ns per operation: the median of interleaved rounds, with the range (min-max).
-The limiter never makes anyone wait here (1e9 requests/s): only its bookkeeping is timed.
+The limiter makes no one wait (1e9 requests/s), so only its bookkeeping is timed, except in the
+"queued" cases: 200 calls at once on a limiter of 1,000/s, timed in process CPU per call (what
+waking the waiters costs; the wall time is the rate's 0.2 s).
 
 The cases run in a child process that imports neither langchain_core nor langsmith (with either
 imported, every call looks for tracing: ~3 µs per invoke, which would hide the state). `--ab`
@@ -32,6 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +64,38 @@ def per_op(loop: Callable[[int], None], n: int) -> float:
     started = time.perf_counter()
     loop(n)
     return (time.perf_counter() - started) / n
+
+
+WAITERS, RATE = 200, 1000.0  # every call waits its turn: 0.2 s per sample
+
+
+def cpu_per_op(loop: Callable[[int], None], n: int) -> float:
+    """Process CPU time (all threads) per call of WAITERS calls queued on one limiter."""
+    started = time.process_time()
+    loop(WAITERS)
+    return (time.process_time() - started) / WAITERS
+
+
+def queued_threads(acquire: Callable[[], Any]) -> Callable[[int], None]:
+    """n calls from 64 threads, each waiting for its slot."""
+    pool = ThreadPoolExecutor(64)
+
+    def loop(n: int) -> None:
+        list(pool.map(lambda _: acquire(), range(n)))
+
+    return loop
+
+
+def queued_tasks(limiter: Any) -> Callable[[int], None]:
+    """n tasks of one event loop, each awaiting its slot."""
+
+    def loop(n: int) -> None:
+        async def run() -> None:
+            await asyncio.gather(*(limiter.aacquire() for _ in range(n)))
+
+        asyncio.run(run())
+
+    return loop
 
 
 def threaded(loop: Callable[[int], None], n: int) -> float:
@@ -194,6 +229,17 @@ def cases() -> list[tuple[str, list[tuple[str, Callable[[int], float], Callable[
             ],
         ),
         ("await aacquire()", [("fastlcel", per_op, aacquire_loop(lim))]),
+        (
+            f"CPU per call, {WAITERS} queued on 64 threads",
+            [
+                ("fastlcel", cpu_per_op, queued_threads(RateLimiter(RATE).acquire)),
+                ("python GCRA", cpu_per_op, queued_threads(PyGcra(RATE, 1).acquire)),
+            ],
+        ),
+        (
+            f"CPU per call, {WAITERS} queued tasks",
+            [("fastlcel", cpu_per_op, queued_tasks(RateLimiter(RATE)))],
+        ),
         (
             "with_rate_limit invoke (bare Lambda: floor)",
             [
