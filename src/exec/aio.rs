@@ -13,7 +13,7 @@ use pyo3::sync::PyOnceLock;
 
 use super::context::Context;
 use super::coro::{block_on, py_await, StepFuture};
-use super::pool::{self, Busy, InFlight};
+use super::pool::{self, Busy, InFlight, Owner};
 use super::wait;
 use super::Caller;
 use crate::errors::step_timeout_error;
@@ -152,7 +152,8 @@ impl Drop for Abandon {
 
 /// Runs `fut`, a future for a thread that may block, on a pool thread; the returned future is
 /// for an awaiting caller, whose loop it waits on. The step runs in a copy of the caller's
-/// context; if the caller stops waiting before it starts, it never starts.
+/// context; if the caller stops waiting before it starts, it never starts. If a blocked thread
+/// waits for this call (the bridged loop runs it for that thread), the job is that thread's.
 pub(crate) fn on_pool(fut: StepFuture) -> StepFuture {
     Box::pin(async move {
         let abandoned = Arc::new(AtomicBool::new(false));
@@ -167,7 +168,8 @@ pub(crate) fn on_pool(fut: StepFuture) -> StepFuture {
                 future: future.clone().unbind(),
                 abandoned,
             };
-            pool::submit(Box::new(move || hop.run()));
+            pool::submit(Box::new(move || hop.run()), Owner::current(py))
+                .map_err(|_| pool::exhausted())?;
             Ok(future.unbind())
         })?;
         py_await(future).await

@@ -1,39 +1,134 @@
 //! The one way fastlcel blocks: GIL released, in short slices, noticing Ctrl-C between them.
+//!
+//! A thread that blocks for work it handed to the pool can run that work itself while it waits
+//! (a [`Mailbox`]): when no pool thread can take a job (the pool is at its limit, every thread
+//! busy), the pool hands the job to the thread waiting for it. So a waiting caller never starves
+//! the pool of the threads its own work needs.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 
-use super::pool;
+use super::pool::{self, Job};
 use crate::errors::FastLcelError;
 
 /// How often a blocked caller wakes to run Python's signal handlers (Ctrl-C).
 const SLICE: Duration = Duration::from_millis(50);
 
-/// A one-shot flag a thread can block on.
+/// A one-shot flag a thread can block on; a [`Mailbox`] may also wake the thread (poke it)
+/// without setting the flag.
 #[derive(Default)]
 pub(crate) struct Signal {
-    set: Mutex<bool>,
+    /// Whether it is set, and how many times it was poked.
+    state: Mutex<(bool, u64)>,
     cv: Condvar,
 }
 
 impl Signal {
     pub(crate) fn set(&self) {
-        *self.set.lock() = true;
+        self.state.lock().0 = true;
         self.cv.notify_all();
     }
 
     pub(crate) fn is_set(&self) -> bool {
-        *self.set.lock()
+        self.state.lock().0
     }
 
-    fn wait_for(&self, timeout: Duration) -> bool {
-        let mut set = self.set.lock();
-        if !*set {
-            self.cv.wait_for(&mut set, timeout);
+    /// Wakes the waiting thread to look at its mailbox.
+    fn poke(&self) {
+        self.state.lock().1 += 1;
+        self.cv.notify_all();
+    }
+
+    fn pokes(&self) -> u64 {
+        self.state.lock().1
+    }
+
+    /// Blocks until set, poked since `seen` pokes, or `timeout`; returns whether it is set.
+    fn wait_for(&self, timeout: Duration, seen: u64) -> bool {
+        let mut state = self.state.lock();
+        if !state.0 && state.1 == seen {
+            self.cv.wait_for(&mut state, timeout);
         }
-        *set
+        state.0
+    }
+}
+
+/// The jobs a blocked thread is owed: jobs it handed to the pool that no pool thread could take.
+///
+/// Open from its creation until [`Mailbox::close`] (its owner stopped waiting): only then may the
+/// pool deliver to it. Jobs left in it at close go back to the pool: a job is never dropped.
+#[derive(Default)]
+pub(crate) struct Mailbox {
+    state: Mutex<MailState>,
+}
+
+#[derive(Default)]
+struct MailState {
+    jobs: VecDeque<Job>,
+    /// The signal its owner waits on right now, poked on delivery.
+    waiting: Option<Arc<Signal>>,
+    closed: bool,
+    /// Its owner runs one of its jobs: a wait inside that job does not run another (which
+    /// could nest as deep as there are jobs).
+    running: bool,
+}
+
+impl Mailbox {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Hands `job` to the owner; gives it back if the owner stopped waiting.
+    pub(crate) fn deliver(&self, job: Job) -> Result<(), Job> {
+        let waiting = {
+            let mut st = self.state.lock();
+            if st.closed {
+                return Err(job);
+            }
+            st.jobs.push_back(job);
+            st.waiting.clone()
+        };
+        if let Some(signal) = waiting {
+            signal.poke();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+
+    /// The owner stops waiting: nothing more is delivered, and what was goes back to the pool.
+    pub(crate) fn close(&self) {
+        let left = {
+            let mut st = self.state.lock();
+            st.closed = true;
+            std::mem::take(&mut st.jobs)
+        };
+        for job in left {
+            // Never refused: only an `Escalate` job can be.
+            let _ = pool::submit(job, pool::Owner::None);
+        }
+    }
+
+    /// The next job to run, unless one is running already.
+    fn take(&self) -> Option<Job> {
+        let mut st = self.state.lock();
+        if st.running {
+            return None;
+        }
+        let job = st.jobs.pop_front()?;
+        st.running = true;
+        Some(job)
+    }
+
+    fn run(&self, job: Job) {
+        pool::run_job(job);
+        self.state.lock().running = false;
     }
 }
 
@@ -49,6 +144,28 @@ pub(crate) fn wait_until(
     signal: &Signal,
     deadline: Option<Instant>,
 ) -> PyResult<bool> {
+    blocked(py, signal, None, deadline)
+}
+
+/// Like [`wait_until`] without a deadline, running the jobs delivered to `mailbox` meanwhile:
+/// how a thread waits for work it handed to the pool.
+pub(crate) fn wait_running(
+    py: Python<'_>,
+    signal: &Arc<Signal>,
+    mailbox: &Mailbox,
+) -> PyResult<()> {
+    let previous = mailbox.state.lock().waiting.replace(Arc::clone(signal));
+    let result = blocked(py, signal, Some(mailbox), None);
+    mailbox.state.lock().waiting = previous;
+    result.map(drop)
+}
+
+fn blocked(
+    py: Python<'_>,
+    signal: &Signal,
+    mailbox: Option<&Mailbox>,
+    deadline: Option<Instant>,
+) -> PyResult<bool> {
     loop {
         let slice = match deadline {
             None => SLICE,
@@ -58,7 +175,12 @@ pub(crate) fn wait_until(
             },
         };
         let set = py.detach(|| {
-            let set = signal.wait_for(slice);
+            let seen = signal.pokes();
+            if let Some(job) = mailbox.and_then(Mailbox::take) {
+                mailbox.expect("a job came from it").run(job);
+                return signal.is_set();
+            }
+            let set = signal.wait_for(slice, seen);
             if pool::abandoned_at_exit() {
                 // A daemon thread while the interpreter exits: attaching again could end it
                 // inside Rust frames, and what it waits for is moot. The process is ending.
