@@ -21,6 +21,7 @@ use crate::exec::context::Context;
 use crate::exec::coro::{block_on, Coroutine, StepFuture};
 use crate::exec::stream::{as_completed, ChunkAsyncIterator, ChunkIterator, Chunks};
 use crate::exec::{fan_out, Caller, Collect, Cost, FanOpts, Kind};
+use crate::validate::{self, Attempts, CacheSize, Jitter, ReturnExceptions};
 
 /// What a runnable does. Each kind of runnable is one implementation, in a file of its own,
 /// written once for both kinds of caller: `mode` says how to wait (see `exec::Caller`), and
@@ -108,9 +109,19 @@ impl Runnable {
     /// langchain_core's `get_name`: `name` (default: this runnable's) with `suffix` appended,
     /// as `NameSuffix` after a capital, else `name_suffix`.
     #[pyo3(name = "get_name", signature = (suffix=None, *, name=None))]
-    fn py_get_name(&self, py: Python<'_>, suffix: Option<&str>, name: Option<String>) -> String {
-        let name = name.unwrap_or_else(|| self.node.name(py));
-        match suffix {
+    fn py_get_name(
+        &self,
+        py: Python<'_>,
+        suffix: Option<&Bound<'_, PyAny>>,
+        name: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<String> {
+        let suffix = validate::name(suffix, "get_name(suffix)")?;
+        let suffix = suffix.as_ref().map(|s| s.to_cow()).transpose()?;
+        let name = match validate::name(name, "get_name(name)")? {
+            Some(name) => name.to_string(),
+            None => self.node.name(py),
+        };
+        Ok(match suffix.as_deref() {
             None => name,
             Some(suffix) if name.starts_with(char::is_uppercase) => {
                 let mut chars = suffix.chars();
@@ -125,7 +136,7 @@ impl Runnable {
                 format!("{name}{title}")
             }
             Some(suffix) => format!("{name}_{}", suffix.to_lowercase()),
-        }
+        })
     }
 
     #[pyo3(signature = (input, config=None, **kwargs))]
@@ -153,12 +164,15 @@ impl Runnable {
         Ok(Coroutine::new(step.run(input, args, Caller::Loop)))
     }
 
-    #[pyo3(signature = (inputs, config=None, *, return_exceptions=false, **kwargs))]
+    #[pyo3(
+        signature = (inputs, config=None, *, return_exceptions=ReturnExceptions(false), **kwargs),
+        text_signature = "($self, inputs, config=None, *, return_exceptions=False, **kwargs)"
+    )]
     fn batch(
         slf: &Bound<'_, Self>,
         inputs: &Bound<'_, PyAny>,
         config: Option<&Bound<'_, PyAny>>,
-        return_exceptions: bool,
+        return_exceptions: ReturnExceptions,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
@@ -167,12 +181,15 @@ impl Runnable {
         Collect::List.build(py, values)
     }
 
-    #[pyo3(signature = (inputs, config=None, *, return_exceptions=false, **kwargs))]
+    #[pyo3(
+        signature = (inputs, config=None, *, return_exceptions=ReturnExceptions(false), **kwargs),
+        text_signature = "($self, inputs, config=None, *, return_exceptions=False, **kwargs)"
+    )]
     fn abatch(
         slf: &Bound<'_, Self>,
         inputs: &Bound<'_, PyAny>,
         config: Option<&Bound<'_, PyAny>>,
-        return_exceptions: bool,
+        return_exceptions: ReturnExceptions,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Coroutine> {
         let (calls, opts) = batch_calls(slf, inputs, config, return_exceptions, kwargs)?;
@@ -199,8 +216,9 @@ impl Runnable {
     fn pipe(
         slf: &Bound<'_, Self>,
         others: &Bound<'_, PyTuple>,
-        name: Option<String>,
+        name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Runnable>> {
+        let name = validate::name(name, "pipe(name)")?.map(|n| n.to_string());
         let objs: Vec<_> = std::iter::once(slf.clone().into_any())
             .chain(others.iter())
             .collect();
@@ -287,6 +305,12 @@ impl Runnable {
         config: Option<&Bound<'_, PyAny>>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<ChunkIterator> {
+        validate::iterable(
+            input,
+            "transform(input)",
+            "an iterable of input chunks",
+            false,
+        )?;
         let chunks = Chunks::from_iterable(input)?;
         stream_of(slf, chunks, config, kwargs, Caller::Thread)
             .and_then(|c| ChunkIterator::new(slf.py(), c))
@@ -315,6 +339,8 @@ impl Runnable {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<ChunkAsyncIterator> {
         let py = slf.py();
+        let expected = "an async iterable or an iterable of input chunks";
+        validate::iterable(input, "atransform(input)", expected, true)?;
         let chunks = if input.hasattr(intern!(py, "__aiter__"))? {
             Chunks::from_aiter(input.call_method0(intern!(py, "__aiter__"))?.unbind())
         } else {
@@ -325,12 +351,15 @@ impl Runnable {
     }
 
     /// `(index, result)` pairs as the items of a batch finish.
-    #[pyo3(signature = (inputs, config=None, *, return_exceptions=false, **kwargs))]
+    #[pyo3(
+        signature = (inputs, config=None, *, return_exceptions=ReturnExceptions(false), **kwargs),
+        text_signature = "($self, inputs, config=None, *, return_exceptions=False, **kwargs)"
+    )]
     fn batch_as_completed(
         slf: &Bound<'_, Self>,
         inputs: &Bound<'_, PyAny>,
         config: Option<&Bound<'_, PyAny>>,
-        return_exceptions: bool,
+        return_exceptions: ReturnExceptions,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<ChunkIterator> {
         let (calls, opts) = batch_calls(slf, inputs, config, return_exceptions, kwargs)?;
@@ -341,12 +370,15 @@ impl Runnable {
     }
 
     /// The async iterator counterpart of :meth:`batch_as_completed`.
-    #[pyo3(signature = (inputs, config=None, *, return_exceptions=false, **kwargs))]
+    #[pyo3(
+        signature = (inputs, config=None, *, return_exceptions=ReturnExceptions(false), **kwargs),
+        text_signature = "($self, inputs, config=None, *, return_exceptions=False, **kwargs)"
+    )]
     fn abatch_as_completed(
         slf: &Bound<'_, Self>,
         inputs: &Bound<'_, PyAny>,
         config: Option<&Bound<'_, PyAny>>,
-        return_exceptions: bool,
+        return_exceptions: ReturnExceptions,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<ChunkAsyncIterator> {
         let (calls, opts) = batch_calls(slf, inputs, config, return_exceptions, kwargs)?;
@@ -357,23 +389,25 @@ impl Runnable {
     #[pyo3(signature = (
         *,
         retry_if_exception_type=None,
-        wait_exponential_jitter=true,
+        wait_exponential_jitter=Jitter(true),
         exponential_jitter_params=None,
-        stop_after_attempt=3,
-    ))]
+        stop_after_attempt=Attempts(3),
+    ),
+    text_signature = "($self, *, retry_if_exception_type=None, wait_exponential_jitter=True, \
+                      exponential_jitter_params=None, stop_after_attempt=3)")]
     fn with_retry(
         slf: &Bound<'_, Self>,
         retry_if_exception_type: Option<&Bound<'_, PyAny>>,
-        wait_exponential_jitter: bool,
+        wait_exponential_jitter: Jitter,
         exponential_jitter_params: Option<&Bound<'_, PyAny>>,
-        stop_after_attempt: i64,
+        stop_after_attempt: Attempts,
     ) -> PyResult<Py<Runnable>> {
         retry::with_retry(
             slf,
             retry_if_exception_type,
-            wait_exponential_jitter,
+            wait_exponential_jitter.0,
             exponential_jitter_params,
-            stop_after_attempt,
+            stop_after_attempt.0,
         )
     }
 
@@ -411,16 +445,16 @@ impl Runnable {
 
     /// A runnable that memoizes this one's results by input.
     #[pyo3(
-        signature = (*, maxsize=Some(128), ttl=None, key=None),
+        signature = (*, maxsize=CacheSize(Some(128)), ttl=None, key=None),
         text_signature = "($self, *, maxsize=128, ttl=None, key=None)"
     )]
     fn with_cache(
         slf: &Bound<'_, Self>,
-        maxsize: Option<i64>,
+        maxsize: CacheSize,
         ttl: Option<&Bound<'_, PyAny>>,
         key: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Cached>> {
-        cache::with_cache(slf, maxsize, ttl, key)
+        cache::with_cache(slf, maxsize.0, ttl, key)
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
@@ -506,14 +540,14 @@ fn batch_calls(
     slf: &Bound<'_, Runnable>,
     inputs: &Bound<'_, PyAny>,
     config: Option<&Bound<'_, PyAny>>,
-    return_exceptions: bool,
+    return_exceptions: ReturnExceptions,
     kwargs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<(Calls, FanOpts)> {
     let inputs = collect_inputs(inputs)?;
     let configs = BatchConfig::parse(config, inputs.len())?;
     let opts = FanOpts {
         max_concurrency: configs.max_concurrency(),
-        return_exceptions,
+        return_exceptions: return_exceptions.0,
     };
     let target = with_config_policy(slf, configs.policies())?;
     let calls = Calls::Map {

@@ -16,17 +16,18 @@ use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
-use crate::errors::{type_error, value_error};
+use crate::errors::type_error;
 use pyo3::types::PyDict;
 use pyo3::{intern, PyTraverseError};
 
 use super::base::{Node, Runnable};
 use super::{describe, Args, Step};
-use crate::config::{parse_timeout, type_name};
+use crate::config::type_name;
 use crate::exec::aio;
 use crate::exec::coro::{py_await, StepFuture};
 use crate::exec::wait::{self, Signal};
 use crate::exec::{Caller, Kind};
+use crate::validate;
 
 enum SlotState {
     /// Being computed; tasks waiting on it, by loop.
@@ -464,24 +465,12 @@ impl Cached {
 /// `runnable.with_cache(maxsize=..., ttl=..., key=...)`.
 pub(crate) fn with_cache(
     runnable: &Bound<'_, Runnable>,
-    maxsize: Option<i64>,
+    maxsize: Option<usize>,
     ttl: Option<&Bound<'_, PyAny>>,
     key: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Py<Cached>> {
     let py = runnable.py();
-    let maxsize = maxsize
-        .map(|n| {
-            usize::try_from(n).ok().filter(|&n| n >= 1).ok_or_else(|| {
-                value_error(format!(
-                    "with_cache maxsize must be a positive int, or None for no bound; got {n}"
-                ))
-            })
-        })
-        .transpose()?;
-    let ttl = ttl
-        .filter(|t| !t.is_none())
-        .map(|t| parse_timeout(t, "with_cache ttl").map(Duration::from_secs_f64))
-        .transpose()?;
+    let ttl = validate::optional_seconds(ttl, "with_cache(ttl)")?.map(Duration::from_secs_f64);
     let key = match key.filter(|k| !k.is_none()) {
         Some(k) if !k.is_callable() => {
             return Err(type_error(format!(

@@ -496,8 +496,9 @@ impl Lambda {
     fn py_new(
         func: &Bound<'_, PyAny>,
         afunc: Option<&Bound<'_, PyAny>>,
-        name: Option<Bound<'_, PyString>>,
+        name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyClassInitializer<Self>> {
+        let name = crate::validate::name(name, "Lambda(name)")?;
         let node = LambdaNode::new(func, afunc, name, LambdaKind::Function)?;
         Ok(Runnable::init(node).add_subclass(Lambda))
     }
@@ -526,8 +527,9 @@ impl Generator {
     fn py_new(
         transform: &Bound<'_, PyAny>,
         atransform: Option<&Bound<'_, PyAny>>,
-        name: Option<Bound<'_, PyString>>,
+        name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyClassInitializer<Self>> {
+        let name = crate::validate::name(name, "Generator(name)")?;
         let node = LambdaNode::new(transform, atransform, name, LambdaKind::Generator)?;
         Ok(Runnable::init(node).add_subclass(Generator))
     }

@@ -14,7 +14,8 @@ use pyo3::exceptions::PyException;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
-use crate::errors::{type_error, value_error};
+use crate::errors::type_error;
+use crate::validate;
 use pyo3::types::PyDict;
 use pyo3::PyTraverseError;
 
@@ -61,7 +62,7 @@ impl Backoff {
             ))
         })?;
         for (key, value) in params.iter() {
-            let key: String = key.extract()?;
+            let key = key.str()?.to_string();
             let field = match key.as_str() {
                 "initial" => &mut backoff.initial,
                 "max" => &mut backoff.max,
@@ -74,14 +75,8 @@ impl Backoff {
                     )))
                 }
             };
-            let seconds: f64 = value.extract()?;
-            if !seconds.is_finite() || seconds < 0.0 {
-                return Err(value_error(format!(
-                    "exponential_jitter_params['{key}'] must be a non-negative number; got \
-                     {seconds}"
-                )));
-            }
-            *field = seconds;
+            let what = format!("with_retry(exponential_jitter_params['{key}'])");
+            *field = validate::non_negative(&value, &what, validate::MAX_SECONDS)?;
         }
         Ok(backoff)
     }
@@ -206,7 +201,7 @@ pub(crate) fn with_retry(
     retry_if_exception_type: Option<&Bound<'_, PyAny>>,
     wait_exponential_jitter: bool,
     exponential_jitter_params: Option<&Bound<'_, PyAny>>,
-    stop_after_attempt: i64,
+    stop_after_attempt: u32,
 ) -> PyResult<Py<Runnable>> {
     let py = runnable.py();
     let retry_if = match retry_if_exception_type.filter(|r| !r.is_none()) {
@@ -220,15 +215,6 @@ pub(crate) fn with_retry(
         }
         Some(types) => RetryIf::Types(exception_types(types, "retry_if_exception_type")?),
     };
-    let stop_after_attempt = u32::try_from(stop_after_attempt)
-        .ok()
-        .filter(|&n| n >= 1)
-        .ok_or_else(|| {
-            value_error(format!(
-                "stop_after_attempt must be a positive int (the number of attempts, the first \
-                 included); got {stop_after_attempt}"
-            ))
-        })?;
     // Parsed even when unused, so that a typo is reported at once.
     let backoff = Backoff::parse(exponential_jitter_params)?;
     let policy = RetryPolicy {

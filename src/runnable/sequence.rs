@@ -164,8 +164,9 @@ impl Sequence {
     #[pyo3(signature = (*steps, name=None))]
     fn py_new(
         steps: &Bound<'_, PyTuple>,
-        name: Option<String>,
+        name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyClassInitializer<Self>> {
+        let name = crate::validate::name(name, "Sequence(name)")?.map(|n| n.to_string());
         let objs: Vec<_> = steps.iter().collect();
         Ok(Runnable::init(SequenceNode::new(&objs, name)?).add_subclass(Sequence))
     }

@@ -15,11 +15,12 @@ use pyo3::PyTraverseError;
 
 use super::base::{Node, Runnable};
 use super::{Args, Calls, Step};
-use crate::config::{parse_timeout, RunConfig};
+use crate::config::RunConfig;
 use crate::errors::step_timeout_error;
 use crate::exec::aio::timeout_on_loop;
 use crate::exec::coro::StepFuture;
 use crate::exec::{run_with_deadline, wait, Caller, Kind};
+use crate::validate;
 
 pub(crate) struct TimeoutNode {
     inner: Arc<Step>,
@@ -98,7 +99,7 @@ pub(crate) fn with_timeout(
 ) -> PyResult<Py<Runnable>> {
     let node = TimeoutNode {
         inner: Arc::new(Step::Native(runnable.clone().unbind())),
-        seconds: Some(parse_timeout(seconds, "with_timeout(seconds)")?),
+        seconds: Some(validate::seconds(seconds, "with_timeout(seconds)")?),
     };
     Py::new(runnable.py(), Runnable::init(node))
 }
