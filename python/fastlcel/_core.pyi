@@ -64,6 +64,9 @@ def _stop_loop(event_loop: Any) -> None:
 def _debug_panic_in_pool() -> None:
     """Test hook: panics on a pool thread; raises PanicError."""
 
+def _debug_set_hard_limit(threads: int) -> None:
+    """Test hook: lowers the thread pool's hard limit (threads in all, 4096 by default)."""
+
 class FastLcelError(Exception):
     """Base class of every exception raised by fastlcel itself (never of user exceptions)."""
 

@@ -38,8 +38,10 @@ use crate::errors::FastLcelError;
 /// Like tokio's blocking pool: enough for hundreds of steps blocked on IO at once. New work
 /// waits for a thread once this many exist.
 pub(crate) const SOFT_LIMIT: usize = 512;
-/// Threads for work that a caller waits for with a deadline, beyond [`SOFT_LIMIT`].
-pub(crate) const HARD_LIMIT: usize = 4096;
+/// Threads in all, those made for work that a caller waits for with a deadline included.
+const HARD_LIMIT: usize = 4096;
+/// [`HARD_LIMIT`], unless a test lowered it (`_debug_set_hard_limit`).
+static HARD: AtomicUsize = AtomicUsize::new(HARD_LIMIT);
 /// 10 s caused hundreds of respawns in a benchmark; 60 s did not.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -112,9 +114,10 @@ pub(crate) fn exhausted() -> PyErr {
     FastLcelError::new_err(format!(
         "fastlcel could not start a thread for a step that a blocked caller waits for (a step \
          under a timeout, or an async step called from a running event loop's thread): \
-         {HARD_LIMIT} pool threads exist (its hard limit) or the OS refused a new thread. \
+         {} pool threads exist (its hard limit) or the OS refused a new thread. \
          Too many such waits are nested or run at once; bound them with \
-         config={{'max_concurrency': n}}"
+         config={{'max_concurrency': n}}",
+        HARD.load(SeqCst)
     ))
 }
 
@@ -149,7 +152,11 @@ struct Pool {
     idle: AtomicUsize,
     /// Threads inside user code (a step), as opposed to idle or between jobs.
     working: AtomicUsize,
+    /// The pool's threads, at most [`SOFT_LIMIT`].
     threads: AtomicUsize,
+    /// Threads made beyond them for one `Escalate` job each, which end with it; the two counts
+    /// together stay within [`HARD_LIMIT`].
+    extra: AtomicUsize,
 }
 
 impl Pool {
@@ -162,6 +169,7 @@ impl Pool {
             idle: AtomicUsize::new(0),
             working: AtomicUsize::new(0),
             threads: AtomicUsize::new(0),
+            extra: AtomicUsize::new(0),
         }
     }
 
@@ -205,15 +213,6 @@ impl Pool {
         }
     }
 
-    /// Whether this thread, between jobs, ends because it is beyond the soft limit (it was made
-    /// for a blocked caller's job): it takes no new work, which would block more callers and
-    /// grow the pool further. Uncounts it if so.
-    fn leave_if_extra(&self) -> bool {
-        self.threads
-            .fetch_update(SeqCst, SeqCst, |n| (n > SOFT_LIMIT).then(|| n - 1))
-            .is_ok()
-    }
-
     /// Starts a thread (already counted in `threads`) whose first job is `first`; on failure
     /// uncounts it and gives the job back.
     fn spawn(&'static self, first: Option<Job>) -> Result<(), Option<Job>> {
@@ -226,6 +225,24 @@ impl Pool {
             // Out of OS threads: a queued job waits for a busy thread.
             self.threads.fetch_sub(1, SeqCst);
             first.lock().take()
+        })
+    }
+
+    /// Runs `job` on a thread of its own beyond the soft limit, which ends with it; gives it
+    /// back at the hard limit (or if the OS refuses a thread).
+    fn spawn_extra(&'static self, job: Job) -> Result<(), Job> {
+        if self.extra.fetch_add(1, SeqCst) + self.threads.load(SeqCst) >= HARD.load(SeqCst) {
+            self.extra.fetch_sub(1, SeqCst);
+            return Err(job);
+        }
+        let job = Arc::new(Mutex::new(Some(job)));
+        let taken = Arc::clone(&job);
+        let spawned = std::thread::Builder::new()
+            .name("fastlcel-extra".into())
+            .spawn(move || extra_worker(self, taken.lock().take()));
+        spawned.map(drop).map_err(|_| {
+            self.extra.fetch_sub(1, SeqCst);
+            job.lock().take().expect("a thread that did not start did not take its job")
         })
     }
 }
@@ -269,15 +286,7 @@ pub(crate) fn submit(job: Job, owner: Owner) -> Result<(), Job> {
         return Ok(());
     }
     match owner {
-        Owner::Escalate => {
-            if pool.threads.fetch_add(1, SeqCst) >= HARD_LIMIT {
-                pool.threads.fetch_sub(1, SeqCst);
-                return Err(job);
-            }
-            return pool
-                .spawn(Some(job))
-                .map_err(|job| job.expect("a failed spawn gives its job back"));
-        }
+        Owner::Escalate => return pool.spawn_extra(job),
         Owner::Waiter(mailbox) if !mailbox.is_closed() => {
             pool.queue.lock().owned.push_back((job, mailbox))
         }
@@ -329,10 +338,6 @@ fn worker(pool: &'static Pool, first: Option<Job>) {
         run_job(job);
     }
     loop {
-        if pool.leave_if_extra() {
-            drop(state);
-            return;
-        }
         let next = pool.queue.lock().pop();
         if let Some(job) = next {
             run_job(job);
@@ -359,6 +364,18 @@ fn worker(pool: &'static Pool, first: Option<Job>) {
     }
     pool.threads.fetch_sub(1, SeqCst);
     drop(state);
+}
+
+/// A thread beyond the soft limit: its one job, then it ends (taking more work would block
+/// more callers and grow the pool further). `Busy` does not count it: the soft limit's
+/// arithmetic is about the pool's own threads.
+fn extra_worker(pool: &'static Pool, job: Option<Job>) {
+    let state = ThreadState::new();
+    if let Some(job) = job {
+        run_job(job);
+    }
+    drop(state);
+    pool.extra.fetch_sub(1, SeqCst);
 }
 
 /// Runs a job, keeping its thread alive if it panics (jobs catch their own panics where they
@@ -539,9 +556,16 @@ fn _after_fork_in_child() {
     super::bridge::forget_after_fork();
 }
 
+/// A test hook: lowers the pool's hard limit (threads in all), so that a test can reach it.
+#[pyfunction]
+fn _debug_set_hard_limit(threads: usize) {
+    HARD.store(threads, SeqCst);
+}
+
 pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_function(wrap_pyfunction!(_shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(_debug_set_hard_limit, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
     py.import("atexit")?
         .call_method1("register", (m.getattr("_shutdown")?,))?;
