@@ -68,7 +68,16 @@ thread_local! {
 
 /// The value of [`OWNER_VAR`].
 #[pyclass(frozen)]
-struct OwnerCell(Owner);
+struct OwnerCell {
+    owner: Owner,
+    /// The address of the pool it was set for: a forked child's pool (another) has no thread
+    /// of the parent's.
+    pool: usize,
+}
+
+fn pool_id() -> usize {
+    ptr::from_ref(pool()) as usize
+}
 
 /// A `contextvars.ContextVar`: the owner of the jobs that code running on an event loop for a
 /// blocked thread hands to the pool. Set in the context of the task that runs a blocked call
@@ -93,18 +102,22 @@ impl Owner {
     pub(crate) fn current(py: Python<'_>) -> Self {
         let found = owner_var(py).and_then(|var| var.call_method1("get", (py.None(),)));
         match found.ok().as_ref().and_then(|v| v.cast::<OwnerCell>().ok()) {
-            Some(cell) => match &cell.get().0 {
+            Some(cell) if cell.get().pool == pool_id() => match &cell.get().owner {
                 Owner::Waiter(mailbox) if mailbox.is_closed() => Owner::None,
                 owner => owner.clone(),
             },
-            None => Owner::None,
+            _ => Owner::None,
         }
     }
 
     /// Makes `self` the owner of the jobs that code in the current context hands to the pool
     /// (call it in a fresh context: the setting stays in it).
     pub(crate) fn set_in_context(&self, py: Python<'_>) -> PyResult<()> {
-        let cell = Py::new(py, OwnerCell(self.clone()))?;
+        let cell = OwnerCell {
+            owner: self.clone(),
+            pool: pool_id(),
+        };
+        let cell = Py::new(py, cell)?;
         owner_var(py)?.call_method1("set", (cell,)).map(drop)
     }
 }
@@ -242,7 +255,9 @@ impl Pool {
             .spawn(move || extra_worker(self, taken.lock().take()));
         spawned.map(drop).map_err(|_| {
             self.extra.fetch_sub(1, SeqCst);
-            job.lock().take().expect("a thread that did not start did not take its job")
+            job.lock()
+                .take()
+                .expect("a thread that did not start did not take its job")
         })
     }
 }

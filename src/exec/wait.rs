@@ -214,3 +214,55 @@ pub(crate) fn sleep(py: Python<'_>, duration: Duration) -> PyResult<()> {
 pub(crate) fn deadline_after(duration: Duration) -> Option<Instant> {
     Instant::now().checked_add(duration)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    fn job(tx: &mpsc::Sender<u32>, n: u32) -> Job {
+        let tx = tx.clone();
+        Box::new(move || tx.send(n).unwrap())
+    }
+
+    #[test]
+    fn a_mailbox_hands_out_its_jobs_one_at_a_time_in_order() {
+        let (tx, rx) = mpsc::channel();
+        let mailbox = Mailbox::new();
+        assert!(mailbox.deliver(job(&tx, 1)).is_ok());
+        assert!(mailbox.deliver(job(&tx, 2)).is_ok());
+        let first = mailbox.take().expect("a job");
+        // While one runs, a wait inside it takes no other.
+        assert!(mailbox.take().is_none());
+        mailbox.run(first);
+        mailbox.run(mailbox.take().expect("the second job"));
+        assert_eq!(rx.try_iter().collect::<Vec<_>>(), [1, 2]);
+        assert!(mailbox.take().is_none());
+    }
+
+    #[test]
+    fn a_delivery_pokes_the_signal_its_owner_waits_on() {
+        let mailbox = Mailbox::new();
+        let signal = Arc::new(Signal::default());
+        mailbox.state.lock().waiting = Some(Arc::clone(&signal));
+        let seen = signal.pokes();
+        assert!(mailbox.deliver(Box::new(|| {})).is_ok());
+        assert_ne!(signal.pokes(), seen);
+        // A poke wakes the waiter without setting the signal.
+        assert!(!signal.wait_for(Duration::from_secs(5), seen));
+    }
+
+    #[test]
+    fn a_closed_mailbox_gives_jobs_back_and_its_leftovers_go_to_the_pool() {
+        Python::initialize();
+        let (tx, rx) = mpsc::channel();
+        let mailbox = Mailbox::new();
+        assert!(mailbox.deliver(job(&tx, 7)).is_ok());
+        mailbox.close();
+        assert!(mailbox.is_closed());
+        assert!(mailbox.deliver(job(&tx, 8)).is_err());
+        // The job left in it runs on a pool thread.
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(7));
+    }
+}
