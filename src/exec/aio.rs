@@ -78,8 +78,20 @@ pub(crate) fn caller_loop(py: Python<'_>) -> Option<Py<PyAny>> {
 /// The loop running on this thread, if any.
 pub(crate) fn running_loop(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>> {
     static GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    // Where asyncio was never imported no loop runs: a sync program's first fan-out must not
+    // import it (on a daemon thread, an import still running when the interpreter exits ends
+    // the thread inside our frames, which aborts the process).
+    if GET.get(py).is_none() && !imported(py, "asyncio")? {
+        return Ok(None);
+    }
     let found = GET.import(py, "asyncio", "_get_running_loop")?.call0()?;
     Ok((!found.is_none()).then_some(found))
+}
+
+/// Whether module `name` was imported (without importing it).
+fn imported(py: Python<'_>, name: &str) -> PyResult<bool> {
+    static MODULES: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    MODULES.import(py, "sys", "modules")?.contains(name)
 }
 
 /// The running event loop and a new future of it (RuntimeError if no loop runs).
