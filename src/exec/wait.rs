@@ -176,11 +176,13 @@ fn blocked(
         };
         let set = py.detach(|| {
             let seen = signal.pokes();
-            if let Some(job) = mailbox.and_then(Mailbox::take) {
-                mailbox.expect("a job came from it").run(job);
-                return signal.is_set();
-            }
-            let set = signal.wait_for(slice, seen);
+            let set = match mailbox.and_then(|m| m.take().map(|job| (m, job))) {
+                Some((mailbox, job)) => {
+                    mailbox.run(job);
+                    signal.is_set()
+                }
+                None => signal.wait_for(slice, seen),
+            };
             if pool::abandoned_at_exit() {
                 // A daemon thread while the interpreter exits: attaching again could end it
                 // inside Rust frames, and what it waits for is moot. The process is ending.
