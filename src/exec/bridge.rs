@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 use pyo3::exceptions::asyncio::CancelledError;
+use pyo3::exceptions::PyException;
 use pyo3::intern;
 use pyo3::prelude::*;
 
@@ -94,8 +95,10 @@ fn bridge_main(started: &crossbeam_channel::Sender<Result<(), String>>) {
             let ran = event_loop.call_method0(intern!(py, "run_forever"));
             let stopped = !BRIDGE.lock().as_ref().is_some_and(|l| l.is(&event_loop));
             match ran {
-                Err(err) if stopped => err.write_unraisable(py, Some(&event_loop)),
-                Err(_) => continue,
+                // A step's, taken by its caller: the loop runs on.
+                Err(err) if !stopped && !err.is_instance_of::<PyException>(py) => continue,
+                // The loop itself failed: nothing can run on it any more.
+                Err(err) => err.write_unraisable(py, Some(&event_loop)),
                 Ok(_) if stopped => {}
                 Ok(_) => continue,
             }
