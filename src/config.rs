@@ -1,7 +1,6 @@
 //! `RunConfig`: the Python config dict (langchain's RunnableConfig) parsed once per call.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use pyo3::prelude::*;
 
@@ -10,6 +9,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::limit::{ConcurrencyLimit, Limiter, RateLimiter};
 use crate::runnable::trace;
+use crate::validate;
 
 const DEFAULT_RECURSION_LIMIT: i64 = 25;
 
@@ -38,10 +38,8 @@ pub(crate) struct Policy {
 
 impl Policy {
     fn parse(dict: &Bound<'_, PyDict>) -> PyResult<Self> {
-        let timeout = match dict.get_item("timeout")? {
-            Some(v) if !v.is_none() => Some(parse_timeout(&v, "config['timeout']")?),
-            _ => None,
-        };
+        let timeout =
+            validate::optional_seconds(dict.get_item("timeout")?.as_ref(), "config['timeout']")?;
         Ok(Self {
             timeout,
             rate_limiter: extract_key::<RateLimiter>(
@@ -58,22 +56,6 @@ impl Policy {
             .map(Limiter::Concurrency),
         })
     }
-}
-
-/// A timeout in seconds: a positive finite number. `what` names it in errors.
-pub(crate) fn parse_timeout(value: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
-    let seconds: f64 = value.extract().map_err(|_| {
-        type_error(format!(
-            "{what} must be a number of seconds; got {}",
-            type_name(value)
-        ))
-    })?;
-    if !(seconds > 0.0 && Duration::try_from_secs_f64(seconds).is_ok()) {
-        return Err(value_error(format!(
-            "{what} must be a positive number of seconds; got {seconds:?}"
-        )));
-    }
-    Ok(seconds)
 }
 
 fn extract_key<T: pyo3::PyClass>(
@@ -107,33 +89,19 @@ impl RunConfig {
         let dict = config.cast::<PyDict>().map_err(|_| {
             type_error(format!(
                 "config must be a dict (a RunnableConfig) or None; got {}",
-                type_name(config)
+                validate::shown_with_type(config)
             ))
         })?;
-        let max_concurrency = match dict.get_item("max_concurrency")? {
-            Some(v) if !v.is_none() => {
-                let n: i64 = v.extract().map_err(|_| {
-                    type_error(format!(
-                        "config['max_concurrency'] must be a positive int or None; got {}",
-                        type_name(&v)
-                    ))
-                })?;
-                if n < 1 {
-                    return Err(value_error(format!(
-                        "config['max_concurrency'] must be a positive int or None; got {n}"
-                    )));
-                }
-                Some(n as usize)
-            }
-            _ => None,
-        };
+        validate::config_containers(dict)?;
+        let max_concurrency = validate::optional_count(
+            dict.get_item("max_concurrency")?.as_ref(),
+            "config['max_concurrency']",
+            "calls in flight at once; None for no bound",
+            validate::MAX_COUNT,
+        )?
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
         let recursion_limit = match dict.get_item("recursion_limit")? {
-            Some(v) if !v.is_none() => v.extract().map_err(|_| {
-                type_error(format!(
-                    "config['recursion_limit'] must be an int; got {}",
-                    type_name(&v)
-                ))
-            })?,
+            Some(v) if !v.is_none() => validate::integer(&v, "config['recursion_limit']")?,
             _ => DEFAULT_RECURSION_LIMIT,
         };
         let traced = match dict.get_item("callbacks")? {
