@@ -86,14 +86,11 @@ def queued_threads(acquire: Callable[[], Any]) -> Callable[[int], None]:
     return loop
 
 
-def queued_tasks(limiter: Any) -> Callable[[int], None]:
-    """n tasks of one event loop, each awaiting its slot."""
+def queued_tasks(runnable: Any) -> Callable[[int], None]:
+    """`abatch` of n items through a rate-limited async step: n tasks waiting on the loop."""
 
     def loop(n: int) -> None:
-        async def run() -> None:
-            await asyncio.gather(*(limiter.aacquire() for _ in range(n)))
-
-        asyncio.run(run())
+        asyncio.run(runnable.abatch(list(range(n))))
 
     return loop
 
@@ -171,6 +168,10 @@ def step(x: int) -> int:
     return x + 1
 
 
+async def astep(x: int) -> int:
+    return x + 1
+
+
 class Fresh:
     """Keys never seen before by this contender (a miss each), however often it is sampled."""
 
@@ -238,7 +239,13 @@ def cases() -> list[tuple[str, list[tuple[str, Callable[[int], float], Callable[
         ),
         (
             f"CPU per call, {WAITERS} queued tasks",
-            [("fastlcel", cpu_per_op, queued_tasks(RateLimiter(RATE)))],
+            [
+                (
+                    "fastlcel",
+                    cpu_per_op,
+                    queued_tasks(Lambda(astep).with_rate_limit(RateLimiter(RATE))),
+                )
+            ],
         ),
         (
             "with_rate_limit invoke (bare Lambda: floor)",

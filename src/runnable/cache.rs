@@ -6,6 +6,31 @@
 //! next call computes again. A computation interrupted by Ctrl-C or cancelled hands over to one of
 //! its waiters.
 
+// NOTE (issue 13, measured): moka 0.12 was tried for this store and not adopted (the prototype:
+// branch `issue-13-proto-moka`).
+// - Its single-flight cannot serve our callers. The sync `get_with`/`try_get_with`/`entry` block
+//   the waiting thread on moka's own lock (an awaiting caller's event loop with it, and no Ctrl-C),
+//   and the init closure cannot suspend on a Python awaitable; `moka::future` wakes its waiters
+//   through a Rust `Waker`, while our futures suspend only on Python awaitables (`coro.rs` polls
+//   with a no-op waker). So the prototype kept the `Slot`s and put only the map in moka
+//   (`sync::Cache`, LRU policy), keys as Python objects hashed once and compared with `==`.
+// - Keys are compared inside moka's locks. With the GIL held there, a key whose `__eq__` lets
+//   another thread run (I/O, logging) deadlocks the whole process: a thread blocked on moka's
+//   lock holds the GIL (`test_threads_with_keys_whose_eq_lets_other_threads_run` hung until
+//   killed); releasing the GIL around every call would add two GIL hand-offs per lookup. An
+//   exception from `__eq__` is lost (`Eq` returns a bool), and `__traverse__` cannot walk the
+//   entries (moka's iterator looks every key up again, and comparing Python keys attaches to the
+//   interpreter, which pyo3 forbids during a traversal: it panicked), so a cycle through a cached
+//   value would leak. Eviction is deferred: an exact `maxsize` and
+//   `cache_info()["size"]` need `run_pending_tasks()` after every insert.
+// - Slower even in its best case (the GIL held, no traversal): `benches/bench_limits.py --quick
+//   --ab` (this dict against moka, release builds, 5 processes each alternating, 2-vCPU VM with
+//   1.3 of 2 cores busy with other work; ns per call, median of the process medians): hit 576 vs
+//   700, hit on 8 threads 668 vs 743, `ainvoke` hit 1022 vs 1753 (moka's range 1081-2118), miss
+//   1249 vs 3878, miss that evicts 1096 vs 3358; a run with 2.0 cores busy kept the order (miss
+//   1632 vs 5504, eviction 1284 vs 3976). It adds 233 KB (11%) to the release `.so` and ~4 s to a
+//   clean release build (38.7 s).
+
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
