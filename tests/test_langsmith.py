@@ -304,3 +304,51 @@ def test_tracing_enabled_by_environment_posts_the_same_runs(server: Server, tmp_
         posted[lib] = trees(server.take())
     assert posted["fastlcel"] == posted["langchain_core"]
     assert len(posted["fastlcel"]) == 1
+
+
+CONFIGURE_SCRIPT = """
+import sys, threading
+import langsmith
+if sys.argv[1] == "fastlcel":
+    import fastlcel as lib
+else:
+    from langchain_core import runnables as lib
+langsmith.configure(enabled=True, project_name="fastlcel-tests")
+chain = lib.RunnableLambda(lambda x: x + 1) | {"a": lambda x: 2 * x, "b": lib.RunnablePassthrough()}
+print(chain.invoke(1))
+# A new thread starts with a fresh context: only langsmith's global fallback says "on".
+thread = threading.Thread(target=lambda: print(chain.invoke(2)))
+thread.start()
+thread.join()
+"""
+
+
+def test_tracing_enabled_by_langsmith_configure_posts_the_same_runs(
+    server: Server, tmp_path: Any
+) -> None:
+    """`langsmith.configure(enabled=True)` turns tracing on in the calling context and, as a
+    global fallback, in every other thread: both libraries post the same runs."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **{k: v for k, v in os.environ.items() if "TRACING" not in k},
+        "LANGSMITH_ENDPOINT": server.url,
+        "LANGSMITH_API_KEY": "test",
+    }
+    posted = {}
+    for lib in ("langchain_core", "fastlcel"):
+        done = subprocess.run(
+            [sys.executable, "-c", CONFIGURE_SCRIPT, lib],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["{'a':", "4,", "'b':", "2}", "{'a':", "6,", "'b':", "3}"]
+        posted[lib] = trees(server.take())
+    assert posted["fastlcel"] == posted["langchain_core"]
+    assert len(posted["fastlcel"]) == 2

@@ -160,9 +160,12 @@ fn hooks(py: Python<'_>) -> PyResult<bool> {
     Ok(false)
 }
 
-/// langchain_core's `_tracing_v2_is_enabled`.
+/// langchain_core's `_tracing_v2_is_enabled`, unless [`langsmith_quiet`] shows it is off.
 fn tracing_v2(py: Python<'_>) -> PyResult<bool> {
     static ENABLED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    if langsmith_quiet(py)? {
+        return Ok(false);
+    }
     match lc_attr(
         py,
         &ENABLED,
@@ -172,6 +175,67 @@ fn tracing_v2(py: Python<'_>) -> PyResult<bool> {
         Some(enabled) => enabled.call0()?.is_truthy(),
         None => Ok(false),
     }
+}
+
+/// What langsmith's `tracing_is_enabled` reads, in its order: langchain_core's
+/// `tracing_v2_enabled` variable, langsmith's `tracing_context(enabled=...)` variable, the
+/// current run tree (a `@traceable` parent), the global fallback, and its environment lookup
+/// (cached by langsmith).
+struct LangsmithInputs {
+    callback_var: Py<PyAny>,
+    enabled_var: Py<PyAny>,
+    parent_var: Py<PyAny>,
+    context: Py<PyAny>,
+    get_env_var: Py<PyAny>,
+}
+
+/// Whether every input of langsmith's `tracing_is_enabled` is at its default, so that it
+/// would answer False. Asking it builds langsmith's whole tracing context (about 2.5 µs, paid
+/// by every outermost call once langsmith is imported); reading its inputs costs a tenth of
+/// that. Anything set, or langsmith's internals not as expected, and langchain_core decides.
+fn langsmith_quiet(py: Python<'_>) -> PyResult<bool> {
+    static INPUTS: PyOnceLock<Option<LangsmithInputs>> = PyOnceLock::new();
+    let inputs = INPUTS.get_or_init(py, || {
+        let found = || -> PyResult<LangsmithInputs> {
+            let lc = py.import("langchain_core.tracers.context")?;
+            let context = py.import("langsmith._internal._context")?;
+            let utils = py.import("langsmith.utils")?;
+            Ok(LangsmithInputs {
+                callback_var: lc.getattr("tracing_v2_callback_var")?.unbind(),
+                enabled_var: context.getattr("_TRACING_ENABLED")?.unbind(),
+                parent_var: context.getattr("_PARENT_RUN_TREE_REF")?.unbind(),
+                get_env_var: utils.getattr("get_env_var")?.unbind(),
+                context: context.into_any().unbind(),
+            })
+        };
+        found().ok()
+    });
+    let Some(inputs) = inputs else {
+        return Ok(false);
+    };
+    for var in [
+        &inputs.callback_var,
+        &inputs.enabled_var,
+        &inputs.parent_var,
+    ] {
+        if !var.bind(py).call_method0(intern!(py, "get"))?.is_none() {
+            return Ok(false);
+        }
+    }
+    let context = inputs.context.bind(py);
+    if !context
+        .getattr(intern!(py, "_GLOBAL_TRACING_ENABLED"))?
+        .is_none()
+    {
+        return Ok(false);
+    }
+    let get_env_var = inputs.get_env_var.bind(py);
+    for name in [intern!(py, "TRACING_V2"), intern!(py, "TRACING")] {
+        if !get_env_var.call1((name,))?.is_none() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Whether `callbacks` (a config's) has any handler: a non-empty list, or a callback manager
