@@ -106,6 +106,19 @@ impl Args {
         }
     }
 
+    /// [`Self::child`] with a tag made only if the call is traced (a step of a Sequence or a
+    /// Parallel: no string formatted per step otherwise).
+    pub(crate) fn child_tagged(
+        &self,
+        py: Python<'_>,
+        tag: impl FnOnce() -> String,
+    ) -> PyResult<Self> {
+        match &self.run {
+            None => Ok(self.config_only()),
+            Some(_) => self.child(py, Some(&tag())),
+        }
+    }
+
     pub(crate) fn kwargs<'py>(&self, py: Python<'py>) -> Option<&Bound<'py, PyDict>> {
         self.kwargs
             .as_deref()
@@ -544,7 +557,7 @@ impl Calls {
             } => (
                 &steps[i],
                 input.clone_ref(py),
-                args.child(py, Some(&map_key(py, &keys[i])))?,
+                args.child_tagged(py, || map_key(py, &keys[i]))?,
             ),
             Calls::Map {
                 step,

@@ -127,7 +127,7 @@ impl Node for ParallelNode {
                 .zip(self.keys.iter())
                 .zip(copies)
                 .map(|((step, key), copy)| {
-                    let child = args.child(py, Some(&map_key(py, key)))?;
+                    let child = args.child_tagged(py, || map_key(py, key))?;
                     Ok(step.stream(copy, child, mode))
                 })
                 .collect::<PyResult<Vec<_>>>()

@@ -57,7 +57,7 @@ impl SequenceNode {
 /// langchain_core); each is a child of the run tagged `seq:step:<i + 1>`; in a batch, each step
 /// is batched too (langchain_core's RunnableSequence.batch).
 fn step_args(args: &Args, py: Python<'_>, i: usize) -> PyResult<Args> {
-    let mut child = args.child(py, Some(&format!("seq:step:{}", i + 1)))?;
+    let mut child = args.child_tagged(py, || format!("seq:step:{}", i + 1))?;
     if i == 0 {
         child.kwargs = args.kwargs.clone();
     }

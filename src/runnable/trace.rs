@@ -27,7 +27,7 @@ use crate::exec::stream::{
 use crate::exec::Caller;
 
 /// `sys.modules[name]`, if the program imported it.
-fn loaded<'py>(py: Python<'py>, name: &str) -> Option<Bound<'py, PyAny>> {
+fn loaded<'py>(py: Python<'py>, name: &Bound<'py, PyString>) -> Option<Bound<'py, PyAny>> {
     static MODULES: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
     let modules = MODULES
         .get_or_try_init(py, || {
@@ -45,7 +45,7 @@ fn loaded<'py>(py: Python<'py>, name: &str) -> Option<Bound<'py, PyAny>> {
 fn lc_attr<'py>(
     py: Python<'py>,
     cell: &'static PyOnceLock<Py<PyAny>>,
-    module: &str,
+    module: &Bound<'py, PyString>,
     attr: &str,
 ) -> Option<Bound<'py, PyAny>> {
     if let Some(found) = cell.get(py) {
@@ -62,7 +62,7 @@ pub(crate) fn inherited_config(py: Python<'_>) -> PyResult<Option<Bound<'_, PyDi
     let Some(var) = lc_attr(
         py,
         &VAR,
-        "langchain_core.runnables.config",
+        intern!(py, "langchain_core.runnables.config"),
         "var_child_runnable_config",
     ) else {
         return Ok(None);
@@ -79,7 +79,9 @@ pub(crate) fn ambient(py: Python<'_>) -> PyResult<bool> {
     if debug(py)? {
         return Ok(true);
     }
-    if loaded(py, "langchain_core.tracers.context").is_none() && !import_tracing_context(py) {
+    if loaded(py, intern!(py, "langchain_core.tracers.context")).is_none()
+        && !import_tracing_context(py)
+    {
         return Ok(false);
     }
     Ok(hooks(py)? || tracing_v2(py)?)
@@ -93,7 +95,7 @@ pub(crate) fn ambient(py: Python<'_>) -> PyResult<bool> {
 fn import_tracing_context(py: Python<'_>) -> bool {
     static ENVIRONMENT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     static MISSING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    let wanted = loaded(py, "langsmith").is_some()
+    let wanted = loaded(py, intern!(py, "langsmith")).is_some()
         || *ENVIRONMENT.get_or_init(|| {
             [
                 "LANGSMITH_TRACING_V2",
@@ -118,7 +120,12 @@ fn import_tracing_context(py: Python<'_>) -> bool {
 
 fn debug(py: Python<'_>) -> PyResult<bool> {
     static GET_DEBUG: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    match lc_attr(py, &GET_DEBUG, "langchain_core.globals", "get_debug") {
+    match lc_attr(
+        py,
+        &GET_DEBUG,
+        intern!(py, "langchain_core.globals"),
+        "get_debug",
+    ) {
         Some(get_debug) => get_debug.call0()?.is_truthy(),
         None => Ok(false),
     }
@@ -132,7 +139,7 @@ fn hooks(py: Python<'_>) -> PyResult<bool> {
     let Some(hooks) = lc_attr(
         py,
         &HOOKS,
-        "langchain_core.tracers.context",
+        intern!(py, "langchain_core.tracers.context"),
         "_configure_hooks",
     ) else {
         return Ok(false);
@@ -149,7 +156,12 @@ fn hooks(py: Python<'_>) -> PyResult<bool> {
             return Ok(true);
         }
         if !env_var.is_none() && !handler_class.is_none() {
-            let env_set = lc_attr(py, &ENV_SET, "langchain_core.utils.env", "env_var_is_set");
+            let env_set = lc_attr(
+                py,
+                &ENV_SET,
+                intern!(py, "langchain_core.utils.env"),
+                "env_var_is_set",
+            );
             if let Some(env_set) = env_set {
                 if env_set.call1((env_var,))?.is_truthy()? {
                     return Ok(true);
@@ -169,7 +181,7 @@ fn tracing_v2(py: Python<'_>) -> PyResult<bool> {
     match lc_attr(
         py,
         &ENABLED,
-        "langchain_core.tracers.context",
+        intern!(py, "langchain_core.tracers.context"),
         "_tracing_v2_is_enabled",
     ) {
         Some(enabled) => enabled.call0()?.is_truthy(),
@@ -584,7 +596,7 @@ impl Run {
         let Some(class) = lc_attr(
             py,
             &STREAMING,
-            "langchain_core.tracers._streaming",
+            intern!(py, "langchain_core.tracers._streaming"),
             "_StreamingCallbackHandler",
         ) else {
             return Ok(None);
@@ -623,7 +635,7 @@ pub(crate) fn user_context<'py>(
     let Some(set) = lc_attr(
         py,
         &SET,
-        "langchain_core.runnables.config",
+        intern!(py, "langchain_core.runnables.config"),
         "_set_config_context",
     ) else {
         return Ok(None);
