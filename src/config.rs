@@ -8,6 +8,8 @@ use pyo3::prelude::*;
 use crate::errors::{type_error, value_error};
 use pyo3::types::{PyDict, PyList, PyTuple};
 
+use crate::exec::blocking::{self, Detect};
+use crate::exec::progress::{Claim, Spec};
 use crate::limit::{ConcurrencyLimit, Limiter, RateLimiter};
 use crate::runnable::trace;
 
@@ -26,6 +28,12 @@ pub(crate) struct RunConfig {
     /// Calls under this config open callback runs (see `runnable/trace.rs`): its callbacks have
     /// a handler, or tracing was on when the outermost call began.
     pub(crate) traced: bool,
+    /// `config["progress"]`: a bar over the call's first fan-out (see `exec::progress`), shared
+    /// by the configs derived from this one so that no fan-out inside shows another.
+    pub(crate) progress: Option<Arc<Claim>>,
+    /// `config["warn_blocking"]`: whether async steps are watched for holding the event loop
+    /// (see `exec::blocking`).
+    pub(crate) blocking: Detect,
 }
 
 #[derive(Default)]
@@ -102,6 +110,8 @@ impl RunConfig {
                 recursion_limit: DEFAULT_RECURSION_LIMIT,
                 policy: Policy::default(),
                 traced: false,
+                progress: None,
+                blocking: Detect::default(),
             });
         };
         let dict = config.cast::<PyDict>().map_err(|_| {
@@ -146,7 +156,18 @@ impl RunConfig {
             recursion_limit,
             policy: Policy::parse(dict)?,
             traced,
+            progress: parse_progress(dict.get_item("progress")?)?.map(|s| Arc::new(Claim::new(s))),
+            blocking: parse_blocking(dict.get_item("warn_blocking")?)?,
         })
+    }
+
+    /// A config derived from this one for the same call (a child's, a binding's) keeps its
+    /// `progress` claim and what its `warn_blocking` learnt.
+    fn derived(&self, mut child: Self) -> Self {
+        child.traced = child.traced || self.traced;
+        child.progress = self.progress.clone();
+        child.blocking = self.blocking.inherit();
+        child
     }
 
     /// The config of an outermost call, as langchain_core's `ensure_config` makes it: the
@@ -158,7 +179,8 @@ impl RunConfig {
             Some(inherited) => {
                 let merged = PyDict::new(py);
                 for (k, v) in inherited.iter() {
-                    if !v.is_none() {
+                    // A progress bar is the outer call's own.
+                    if !v.is_none() && !k.eq("progress")? {
                         merged.set_item(k, copied(&v)?)?;
                     }
                 }
@@ -204,9 +226,7 @@ impl RunConfig {
                 dict.del_item(key)?;
             }
         }
-        let mut child = Self::parse(Some(dict.as_any()))?;
-        child.traced = child.traced || self.traced;
-        Ok(child)
+        Ok(self.derived(Self::parse(Some(dict.as_any()))?))
     }
 
     /// The caller's dict as given (a new empty dict when none was).
@@ -224,9 +244,7 @@ impl RunConfig {
             None => PyDict::new(py),
         };
         dict.set_item("recursion_limit", limit)?;
-        let mut child = Self::parse(Some(dict.as_any()))?;
-        child.traced = child.traced || self.traced;
-        Ok(child)
+        Ok(self.derived(Self::parse(Some(dict.as_any()))?))
     }
 
     /// `bound` (a runnable's own config, from `with_config`) merged with this call's config,
@@ -270,8 +288,17 @@ impl RunConfig {
                 merged.set_item(k, value)?;
             }
         }
-        let mut merged = Self::parse(Some(merged.as_any()))?;
-        merged.traced = merged.traced || self.traced;
+        // A binding's own `progress` is not shown (the call's is); its own `warn_blocking`
+        // applies to what it binds.
+        let mut parsed = Self::parse(Some(merged.as_any()))?;
+        let blocking = std::mem::take(&mut parsed.blocking);
+        let mut merged = self.derived(parsed);
+        if bound
+            .get_item("warn_blocking")?
+            .is_some_and(|v| !v.is_none())
+        {
+            merged.blocking = blocking;
+        }
         Ok(merged)
     }
 
@@ -440,6 +467,102 @@ impl BatchConfig {
             Self::Shared(c) => c.max_concurrency,
             Self::PerInput(v) => v.first().and_then(|c| c.max_concurrency),
         }
+    }
+}
+
+/// `config["progress"]`: True (the runnable's name as label), a label, or a dict of tqdm's
+/// keyword arguments (its `desc` is the label); None or False: no bar.
+fn parse_progress(value: Option<Bound<'_, PyAny>>) -> PyResult<Option<Spec>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    if let Ok(on) = value.cast::<pyo3::types::PyBool>() {
+        return Ok(on.is_true().then_some(Spec {
+            label: None,
+            options: None,
+        }));
+    }
+    if let Ok(label) = value.cast::<pyo3::types::PyString>() {
+        return Ok(Some(Spec {
+            label: Some(label.to_str()?.to_owned()),
+            options: None,
+        }));
+    }
+    if let Ok(options) = value.cast::<PyDict>() {
+        if let Some((key, _)) = options
+            .iter()
+            .find(|(k, _)| !k.is_instance_of::<pyo3::types::PyString>())
+        {
+            return Err(type_error(format!(
+                "config['progress'] options must have str keys (tqdm's keyword arguments); got \
+                 key {} ({})",
+                key.repr()?,
+                type_name(&key)
+            )));
+        }
+        let label = match options.get_item("desc")? {
+            Some(desc) if !desc.is_none() => Some(desc.str()?.to_string()),
+            _ => None,
+        };
+        return Ok(Some(Spec {
+            label,
+            options: Some(options.copy()?.unbind()),
+        }));
+    }
+    Err(type_error(format!(
+        "config['progress'] must be True, a label (str) or a dict of tqdm options, or \
+         None/False for no bar; got {} ({})",
+        value.repr()?,
+        type_name(&value)
+    )))
+}
+
+/// `config["warn_blocking"]`: True (100 ms), a threshold in seconds, False (never, even in
+/// asyncio's debug mode); None: in asyncio's debug mode only.
+fn parse_blocking(value: Option<Bound<'_, PyAny>>) -> PyResult<Detect> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(Detect::default());
+    };
+    if let Ok(on) = value.cast::<pyo3::types::PyBool>() {
+        return Ok(if on.is_true() {
+            Detect::On(blocking::DEFAULT_THRESHOLD)
+        } else {
+            Detect::Off
+        });
+    }
+    if !value.is_instance_of::<pyo3::types::PyInt>()
+        && !value.is_instance_of::<pyo3::types::PyFloat>()
+    {
+        return Err(type_error(format!(
+            "config['warn_blocking'] must be True, False, None or a threshold in seconds; got \
+             {} ({})",
+            value.repr()?,
+            type_name(&value)
+        )));
+    }
+    let seconds = parse_timeout(&value, "config['warn_blocking']")?;
+    Ok(Detect::On(Duration::from_secs_f64(seconds)))
+}
+
+impl RunConfig {
+    /// The `progress` bar of this call, to its first fan-out only.
+    pub(crate) fn claim_progress(&self) -> Option<Arc<Claim>> {
+        self.progress.as_ref().filter(|c| c.take()).cloned()
+    }
+}
+
+impl BatchConfig {
+    /// The `progress` bar of a batch: every config's claim is taken (no fan-out inside an item
+    /// shows one), the first one's shown.
+    pub(crate) fn claim_progress(&self) -> Option<Arc<Claim>> {
+        let configs: &[Arc<RunConfig>] = match self {
+            Self::Shared(c) => std::slice::from_ref(c),
+            Self::PerInput(v) => v,
+        };
+        configs
+            .iter()
+            .filter_map(|c| c.claim_progress())
+            .reduce(|first, _| first)
     }
 }
 
