@@ -489,6 +489,44 @@ def case_bridge_batch() -> Case:
     )
 
 
+def sleep_50ms(x: Any) -> Any:
+    time.sleep(0.05)
+    return x
+
+
+def case_nested_fan_out() -> Case:
+    """Blocking steps that fan out inside themselves, four times more than the pool's 512
+    threads: each waiting step runs its own fan-out's steps when no thread is left."""
+    items = list(range(2000))
+    flat_items = list(range(4000))
+    inner_lc = RunnableParallel(a=sleep_50ms, b=sleep_50ms)
+    outer_lc = RunnableLambda(lambda x: inner_lc.invoke(x))
+
+    def nested_ours() -> Callable[[], Any]:
+        inner = Parallel(a=sleep_50ms, b=sleep_50ms)
+        return _bound(Lambda(lambda x: inner.invoke(x)).batch, items)
+
+    flat = [] if FASTLCEL_IMPORT_ERROR else [_bound(Lambda(sleep_50ms).batch, flat_items)]
+    return Case(
+        number="8",
+        title="Lambda(step).batch, 2,000 steps each invoking Parallel(2 x time.sleep(0.05))",
+        expected=[{"a": x, "b": x} for x in items],
+        contenders=[
+            *ours("nested batch", nested_ours),
+            *(
+                Contender(
+                    "fastlcel flat batch of the same 4,000 sleeps",
+                    # The same sleeps, shaped like the nested results for the result check.
+                    lambda op=op: [{"a": x, "b": x} for x in op()[:2000]],
+                    min_ratio=1 / 2.5,
+                )
+                for op in flat
+            ),
+            Contender("langchain_core RunnableLambda(step).batch", _bound(outer_lc.batch, items)),
+        ],
+    )
+
+
 def build_cases(pool: ThreadPoolExecutor) -> list[Case]:
     return [
         *(case_parallel_trivial(n, pool) for n in (3, 10, 50)),
@@ -502,6 +540,7 @@ def build_cases(pool: ThreadPoolExecutor) -> list[Case]:
         case_batch_trivial(pool),
         case_bridge_invoke(LoopThread()),
         case_bridge_batch(),
+        case_nested_fan_out(),
     ]
 
 

@@ -1,17 +1,17 @@
 //! `RunConfig`: the Python config dict (langchain's RunnableConfig) parsed once per call.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use pyo3::prelude::*;
 
 use crate::errors::{type_error, value_error};
 use pyo3::types::{PyDict, PyList, PyTuple};
 
-use crate::exec::blocking::{self, Detect};
-use crate::exec::progress::{Claim, Spec};
+use crate::exec::blocking::Detect;
+use crate::exec::progress::Claim;
 use crate::limit::{ConcurrencyLimit, Limiter, RateLimiter};
 use crate::runnable::trace;
+use crate::validate;
 
 const DEFAULT_RECURSION_LIMIT: i64 = 25;
 
@@ -46,10 +46,8 @@ pub(crate) struct Policy {
 
 impl Policy {
     fn parse(dict: &Bound<'_, PyDict>) -> PyResult<Self> {
-        let timeout = match dict.get_item("timeout")? {
-            Some(v) if !v.is_none() => Some(parse_timeout(&v, "config['timeout']")?),
-            _ => None,
-        };
+        let timeout =
+            validate::optional_seconds(dict.get_item("timeout")?.as_ref(), "config['timeout']")?;
         Ok(Self {
             timeout,
             rate_limiter: extract_key::<RateLimiter>(
@@ -66,22 +64,6 @@ impl Policy {
             .map(Limiter::Concurrency),
         })
     }
-}
-
-/// A timeout in seconds: a positive finite number. `what` names it in errors.
-pub(crate) fn parse_timeout(value: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
-    let seconds: f64 = value.extract().map_err(|_| {
-        type_error(format!(
-            "{what} must be a number of seconds; got {}",
-            type_name(value)
-        ))
-    })?;
-    if !(seconds > 0.0 && Duration::try_from_secs_f64(seconds).is_ok()) {
-        return Err(value_error(format!(
-            "{what} must be a positive number of seconds; got {seconds:?}"
-        )));
-    }
-    Ok(seconds)
 }
 
 fn extract_key<T: pyo3::PyClass>(
@@ -117,33 +99,19 @@ impl RunConfig {
         let dict = config.cast::<PyDict>().map_err(|_| {
             type_error(format!(
                 "config must be a dict (a RunnableConfig) or None; got {}",
-                type_name(config)
+                validate::shown_with_type(config)
             ))
         })?;
-        let max_concurrency = match dict.get_item("max_concurrency")? {
-            Some(v) if !v.is_none() => {
-                let n: i64 = v.extract().map_err(|_| {
-                    type_error(format!(
-                        "config['max_concurrency'] must be a positive int or None; got {}",
-                        type_name(&v)
-                    ))
-                })?;
-                if n < 1 {
-                    return Err(value_error(format!(
-                        "config['max_concurrency'] must be a positive int or None; got {n}"
-                    )));
-                }
-                Some(n as usize)
-            }
-            _ => None,
-        };
+        validate::config_containers(dict)?;
+        let max_concurrency = validate::optional_count(
+            dict.get_item("max_concurrency")?.as_ref(),
+            "config['max_concurrency']",
+            "calls in flight at once; None for no bound",
+            validate::MAX_COUNT,
+        )?
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
         let recursion_limit = match dict.get_item("recursion_limit")? {
-            Some(v) if !v.is_none() => v.extract().map_err(|_| {
-                type_error(format!(
-                    "config['recursion_limit'] must be an int; got {}",
-                    type_name(&v)
-                ))
-            })?,
+            Some(v) if !v.is_none() => validate::integer(&v, "config['recursion_limit']")?,
             _ => DEFAULT_RECURSION_LIMIT,
         };
         let traced = match dict.get_item("callbacks")? {
@@ -156,8 +124,9 @@ impl RunConfig {
             recursion_limit,
             policy: Policy::parse(dict)?,
             traced,
-            progress: parse_progress(dict.get_item("progress")?)?.map(|s| Arc::new(Claim::new(s))),
-            blocking: parse_blocking(dict.get_item("warn_blocking")?)?,
+            progress: validate::progress(dict.get_item("progress")?.as_ref())?
+                .map(|spec| Arc::new(Claim::new(spec))),
+            blocking: validate::warn_blocking(dict.get_item("warn_blocking")?.as_ref())?,
         })
     }
 
@@ -468,80 +437,6 @@ impl BatchConfig {
             Self::PerInput(v) => v.first().and_then(|c| c.max_concurrency),
         }
     }
-}
-
-/// `config["progress"]`: True (the runnable's name as label), a label, or a dict of tqdm's
-/// keyword arguments (its `desc` is the label); None or False: no bar.
-fn parse_progress(value: Option<Bound<'_, PyAny>>) -> PyResult<Option<Spec>> {
-    let Some(value) = value.filter(|v| !v.is_none()) else {
-        return Ok(None);
-    };
-    if let Ok(on) = value.cast::<pyo3::types::PyBool>() {
-        return Ok(on.is_true().then_some(Spec {
-            label: None,
-            options: None,
-        }));
-    }
-    if let Ok(label) = value.cast::<pyo3::types::PyString>() {
-        return Ok(Some(Spec {
-            label: Some(label.to_str()?.to_owned()),
-            options: None,
-        }));
-    }
-    if let Ok(options) = value.cast::<PyDict>() {
-        if let Some((key, _)) = options
-            .iter()
-            .find(|(k, _)| !k.is_instance_of::<pyo3::types::PyString>())
-        {
-            return Err(type_error(format!(
-                "config['progress'] options must have str keys (tqdm's keyword arguments); got \
-                 key {} ({})",
-                key.repr()?,
-                type_name(&key)
-            )));
-        }
-        let label = match options.get_item("desc")? {
-            Some(desc) if !desc.is_none() => Some(desc.str()?.to_string()),
-            _ => None,
-        };
-        return Ok(Some(Spec {
-            label,
-            options: Some(options.copy()?.unbind()),
-        }));
-    }
-    Err(type_error(format!(
-        "config['progress'] must be True, a label (str) or a dict of tqdm options, or \
-         None/False for no bar; got {} ({})",
-        value.repr()?,
-        type_name(&value)
-    )))
-}
-
-/// `config["warn_blocking"]`: True (100 ms), a threshold in seconds, False (never, even in
-/// asyncio's debug mode); None: in asyncio's debug mode only.
-fn parse_blocking(value: Option<Bound<'_, PyAny>>) -> PyResult<Detect> {
-    let Some(value) = value.filter(|v| !v.is_none()) else {
-        return Ok(Detect::default());
-    };
-    if let Ok(on) = value.cast::<pyo3::types::PyBool>() {
-        return Ok(if on.is_true() {
-            Detect::On(blocking::DEFAULT_THRESHOLD)
-        } else {
-            Detect::Off
-        });
-    }
-    if !value.is_instance_of::<pyo3::types::PyInt>()
-        && !value.is_instance_of::<pyo3::types::PyFloat>()
-    {
-        return Err(type_error(format!(
-            "config['warn_blocking'] must be True, False, None or a threshold in seconds; got \
-             {} ({})",
-            value.repr()?,
-            type_name(&value)
-        )));
-    }
-    let seconds = parse_timeout(&value, "config['warn_blocking']")?;
-    Ok(Detect::On(Duration::from_secs_f64(seconds)))
 }
 
 impl RunConfig {

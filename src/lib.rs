@@ -8,6 +8,7 @@ mod errors;
 mod exec;
 mod limit;
 mod runnable;
+mod validate;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -165,3 +165,100 @@ def test_max_concurrency_caps_the_items_in_flight(lcel: ModuleType) -> None:
     pairs = list(lcel.RunnableLambda(step).batch_as_completed(range(6), {"max_concurrency": 2}))
     assert sorted(pairs) == [(i, i) for i in range(6)]
     assert peak.peak <= 2
+
+
+class Stop(BaseException):
+    """A BaseException of the user's own (neither an Exception nor a builtin)."""
+
+
+BASE_EXCEPTIONS = [KeyboardInterrupt, SystemExit, Stop]
+
+
+def raiser(exc: BaseException):
+    """A sync and an async function raising `exc` (the same object) on input 1."""
+
+    def step(x: int) -> int:
+        if x == 1:
+            raise exc
+        return x
+
+    async def astep(x: int) -> int:
+        await asyncio.sleep(0)
+        return step(x)
+
+    return step, astep
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("kind", BASE_EXCEPTIONS, ids=lambda k: k.__name__)
+@pytest.mark.parametrize("sync", [True, False], ids=["def", "async def"])
+def test_a_base_exception_ends_every_batch_method_alike(lcel: ModuleType, kind, sync) -> None:
+    """A step's KeyboardInterrupt, SystemExit or own BaseException is raised, as the same
+    object, by batch, abatch and both as-completed iterators, even with return_exceptions."""
+    exc = kind("stop")
+    step, astep = raiser(exc)
+    lam = lcel.RunnableLambda(step if sync else astep)
+    calls = {
+        "abatch": lambda: run_async(lambda: lam.abatch([0, 1, 2], return_exceptions=True)),
+        "abatch_as_completed": lambda: run_async(
+            lambda: alist(lam.abatch_as_completed([0, 1, 2], return_exceptions=True))
+        ),
+    }
+    if sync or lcel.__name__ == "fastlcel":  # langchain_core's sync path takes no async def
+        calls["batch"] = lambda: lam.batch([0, 1, 2], return_exceptions=True)
+        calls["batch_as_completed"] = lambda: list(
+            lam.batch_as_completed([0, 1, 2], return_exceptions=True)
+        )
+    for name, call in calls.items():
+        with pytest.raises(kind) as raised:
+            call()
+        assert raised.value is exc, name
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("sync", [True, False], ids=["def", "async def"])
+def test_a_generator_exit_of_a_step_is_raised_as_is(sync) -> None:
+    """langchain_core turns it into RuntimeError('coroutine ignored GeneratorExit') on its
+    async paths; fastlcel raises the step's own exception on every path."""
+    import fastlcel
+
+    exc = GeneratorExit("stop")
+    step, astep = raiser(exc)
+    lam = fastlcel.Lambda(step if sync else astep)
+    for call in [
+        lambda: lam.batch([0, 1, 2]),
+        lambda: list(lam.batch_as_completed([0, 1, 2])),
+        lambda: run_async(lambda: lam.abatch([0, 1, 2])),
+        lambda: run_async(lambda: alist(lam.abatch_as_completed([0, 1, 2]))),
+    ]:
+        with pytest.raises(GeneratorExit) as raised:
+            call()
+        assert raised.value is exc
+
+
+BAD_CONFIGS = [
+    ({"max_concurrency": 0}, ValueError),
+    ({"max_concurrency": "x"}, TypeError),
+    ({"max_concurrency": True}, TypeError),
+    (0, TypeError),
+    ("cfg", TypeError),
+    ((), ValueError),  # no config for the one input
+]
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(("config", "error"), BAD_CONFIGS, ids=repr)
+def test_a_bad_config_is_refused_at_the_call(config, error) -> None:
+    """Both iterators check their config when called, as batch does, before any item runs."""
+    import fastlcel
+
+    ran = []
+    lam = fastlcel.Lambda(lambda x: ran.append(x) or x)
+    with pytest.raises(error) as expected:
+        lam.batch([1], config)
+    for call in (lam.batch_as_completed, lam.abatch_as_completed):
+        with pytest.raises(error) as raised:
+            call([1], config)
+        assert isinstance(raised.value, fastlcel.FastLcelError)
+        assert str(raised.value) == str(expected.value)
+    assert ran == []

@@ -292,3 +292,27 @@ def test_a_forked_child_gets_a_bridge_of_its_own() -> None:
     assert queue.get(timeout=20) == (42, [2, 4])
     child.join(timeout=10)
     assert child.exitcode == 0
+
+
+@pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit])
+@pytest.mark.parametrize("private", [False, True], ids=["bridged loop", "private loop"])
+def test_keyboard_interrupt_or_system_exit_of_an_async_step_reaches_the_caller(
+    kind, private: bool
+) -> None:
+    """asyncio re-raises these out of the loop that runs the task: the loop runs on, the caller
+    gets the step's own exception, and the next call works."""
+    exc = kind("stop")
+
+    async def stop(x: int) -> int:
+        raise exc
+
+    inner = Lambda(stop)
+
+    async def outer(x: int) -> int:
+        # A sync call from an async step that runs on the bridge: it runs on a private loop.
+        return inner.invoke(x)
+
+    with pytest.raises(kind) as raised:
+        (Lambda(outer) if private else inner).invoke(1)
+    assert raised.value is exc
+    assert Lambda(async_double).invoke(2) == 4

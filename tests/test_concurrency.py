@@ -245,3 +245,106 @@ def test_many_threads_fanning_out_at_once() -> None:
         t.join(timeout=8)
     assert not errors
     assert results == [{"a": 2, "b": 2, "nested": {"c": 2, "d": 2}}] * 80
+
+
+# --- past the pool's thread limit (512): a waiting caller never starves the pool -------------
+# More blocking steps that fan out inside themselves than the pool has threads: every thread
+# holds a step waiting for its own fan-out. The waiting caller then runs its fan-out's steps
+# itself (fastlcel only: langchain_core makes a pool per call). The stress tests
+# (tests/test_stress.py) take the same to 10,000 items.
+
+PAST_THE_LIMIT = 2000
+
+
+def sleeper(seconds: float):
+    def step(x: int) -> int:
+        time.sleep(seconds)
+        return x + 1
+
+    return step
+
+
+@pytest.mark.timeout(30)
+def test_blocking_steps_fanning_out_past_the_thread_limit() -> None:
+    inner = Parallel(a=sleeper(0.01), b=sleeper(0.01))
+    outer = Lambda(lambda x: inner.invoke(x))
+    items = list(range(PAST_THE_LIMIT))
+    expected = [{"a": x + 1, "b": x + 1} for x in items]
+    assert outer.batch(items) == expected
+    assert run_async(lambda: outer.abatch(items)) == expected
+    wide = Parallel({f"k{i}": outer for i in range(PAST_THE_LIMIT)})
+    assert wide.invoke(1) == {f"k{i}": {"a": 2, "b": 2} for i in range(PAST_THE_LIMIT)}
+
+
+@pytest.mark.timeout(30)
+def test_recursive_batches_twelve_levels_deep() -> None:
+    """4,095 calls, each blocked on a batch of two calls of the level below."""
+    tick = sleeper(0.001)
+
+    def level(depth: int) -> int:
+        if depth == 0:
+            return tick(0)
+        return sum(Lambda(level).batch([depth - 1, depth - 1]))
+
+    assert level(12) == 2**12
+
+
+@pytest.mark.timeout(30)
+def test_each_fan_out_keeps_its_bound_when_its_caller_runs_its_steps() -> None:
+    lock = threading.Lock()
+    in_flight: dict[int, int] = {}
+    peaks: dict[int, int] = {}
+
+    def step(pair: tuple[int, int]) -> int:
+        owner, _ = pair
+        with lock:
+            in_flight[owner] = in_flight.get(owner, 0) + 1
+            peaks[owner] = max(peaks.get(owner, 0), in_flight[owner])
+        time.sleep(0.005)
+        with lock:
+            in_flight[owner] -= 1
+        return owner
+
+    inner = Lambda(step)
+
+    def fan(x: int) -> list:
+        return inner.batch([(x, i) for i in range(4)], {"max_concurrency": 2})
+
+    assert Lambda(fan).batch(list(range(PAST_THE_LIMIT))) == [
+        [x] * 4 for x in range(PAST_THE_LIMIT)
+    ]
+    assert max(peaks.values()) <= 2
+
+
+@pytest.mark.timeout(30)
+def test_timeouts_past_the_thread_limit_do_not_fire_early() -> None:
+    """A caller that must give up at a deadline cannot run its step itself: the step gets a
+    thread beyond the limit (before, 2,000 such items raised StepTimeoutError)."""
+    timed = Lambda(sleeper(0.02)).with_timeout(5)
+    items = list(range(PAST_THE_LIMIT))
+    assert timed.batch(items) == [x + 1 for x in items]
+    assert Lambda(lambda x: timed.invoke(x)).batch(items) == [x + 1 for x in items]
+
+
+@pytest.mark.timeout(30)
+def test_streams_batches_as_completed_and_bridged_calls_past_the_thread_limit() -> None:
+    def gen(x: int):
+        time.sleep(0.01)
+        yield x
+        yield x
+
+    async def aleaf(x: int) -> int:
+        await asyncio.sleep(0.01)
+        return x
+
+    streamed = Parallel(a=gen, b=gen)
+    inner = Parallel(a=sleeper(0.01), b=sleeper(0.01))
+    bridged = Lambda(aleaf) | Parallel(p=sleeper(0.01), q=Lambda(aleaf) | sleeper(0.01))
+    items = list(range(PAST_THE_LIMIT))
+    chunks = Lambda(lambda x: len(list(streamed.stream(x)))).batch(items)
+    assert chunks == [4] * PAST_THE_LIMIT
+    pairs = Lambda(lambda x: sorted(inner.batch_as_completed([x, x]))).batch(items)
+    assert pairs == [[(0, {"a": x + 1, "b": x + 1}), (1, {"a": x + 1, "b": x + 1})] for x in items]
+    assert Lambda(lambda x: bridged.invoke(x)).batch(items) == [
+        {"p": x + 1, "q": x + 1} for x in items
+    ]

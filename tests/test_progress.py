@@ -150,7 +150,7 @@ def test_invoke_of_a_single_step_draws_nothing(capsys: pytest.CaptureFixture[str
     "value, message",
     [
         (3, r"config\['progress'\] must be True, a label \(str\) or a dict of tqdm options"),
-        ({1: "x"}, r"config\['progress'\] options must have str keys .* key 1 \(int\)"),
+        ({1: "x"}, r"config\['progress'\] options must have str keys .* key 1 \(an int\)"),
     ],
 )
 def test_a_bad_value_is_refused_at_the_call(value: Any, message: str) -> None:

@@ -227,6 +227,28 @@ def test_interpreter_exit_while_steps_run_is_clean(scenario: str, tmp_path) -> N
     assert err == ""
 
 
+def test_sync_calls_import_nothing(tmp_path) -> None:
+    """A sync program's calls import no module (asyncio, say): a daemon thread making its first call
+    as the program exits would be ended by the interpreter inside that import, under fastlcel's
+    frames, which aborts the process (the exit tests above caught it, now and then)."""
+    child = Child(
+        """
+        import sys, time
+        from fastlcel import Lambda, Parallel
+        par = Parallel(a=lambda x: time.sleep(0.01), b=lambda x: x)
+        lam = Lambda(lambda x: time.sleep(0.01))
+        before = set(sys.modules)
+        par.invoke(1)
+        lam.batch([1, 2])
+        print(sorted(set(sys.modules) - before))
+        """,
+        tmp_path,
+    )
+    returncode, out, err, _ = child.finish(timeout=10)
+    assert returncode == 0, err
+    assert out.strip() == "[]"
+
+
 def test_rust_panic_surfaces_as_panic_error() -> None:
     with pytest.raises(fastlcel.PanicError) as info:
         fastlcel._core._debug_panic_in_pool()

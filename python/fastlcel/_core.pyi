@@ -83,6 +83,9 @@ def _stop_loop(event_loop: Any) -> None:
 def _debug_panic_in_pool() -> None:
     """Test hook: panics on a pool thread; raises PanicError."""
 
+def _debug_set_hard_limit(threads: int) -> None:
+    """Test hook: lowers the thread pool's hard limit (threads in all, 4096 by default)."""
+
 class FastLcelError(Exception):
     """Base class of every exception raised by fastlcel itself (never of user exceptions)."""
 
@@ -127,6 +130,8 @@ class RateLimiter:
     (GCRA, a token bucket without a refill thread) and waits for it; sync callers wait with the
     GIL released, async callers on the event loop. Calls start in the order they asked.
 
+    ``requests_per_second`` is a number from 1e-9 to 1e9; ``burst`` a positive int.
+
     >>> limiter = RateLimiter(20)  # 20 calls/s, one every 50 ms
     >>> llm = Lambda(call_model).with_rate_limit(limiter)
     """
@@ -153,6 +158,7 @@ class ConcurrencyLimit:
     A call holds its permit while it runs; waiting callers get permits in arrival order. Do not
     put the same limit on a step and on steps inside it: the outer call would hold a permit while
     its inner calls wait for one (with ``limit`` outer calls running, that never ends).
+    ``limit`` is a positive int.
     """
 
     def __new__(cls, limit: int) -> ConcurrencyLimit: ...
@@ -191,6 +197,19 @@ class Runnable(Generic[_In, _Out]):
     set (a test's spy) before it is put in a chain. A subclass's ``__init__`` must call the
     fastlcel class's. Runnables pickle (``pickle``, ``cloudpickle``, ``copy``): a copy is made
     from the same arguments; a cache starts empty; a limiter in another process is a new one.
+
+    A sync step may fan out inside itself (a step calling ``invoke`` of a Parallel, or
+    ``batch``), at any depth and in any number: when every pool thread holds such a step, each
+    runs its own fan-out's steps itself instead of waiting for a thread (``max_concurrency``
+    still holds), so it never deadlocks. Then a failure of a sibling is raised once the step
+    the caller runs ends.
+
+    Every argument and config key is checked when given, alike on every path:
+    :class:`FastLcelTypeError` for a wrong type, :class:`FastLcelValueError` for a wrong value,
+    naming the argument and showing the value. Counts are positive ints (never ``True``),
+    durations positive seconds up to 1e9 (``None`` is "no limit"); larger values are refused as
+    too large. A config is checked by the call, before anything runs (by an iterator's call
+    too, not at its first item).
     """
 
     def __class_getitem__(cls, key: Any) -> Any:
@@ -255,9 +274,11 @@ class Runnable(Generic[_In, _Out]):
     def invoke(self, input: Any, config: _Config | None = None, **kwargs: Any) -> Any:
         """Run on ``input`` and return the result.
 
-        ``config`` is a dict like langchain's RunnableConfig; ``max_concurrency`` caps the calls
-        in flight of each fan-out. The first failure is raised at once (the original exception
-        object, its traceback intact); steps not yet started never start.
+        ``config`` is a dict like langchain's RunnableConfig; ``max_concurrency`` (a positive
+        int or ``None``) caps the calls in flight of each fan-out; ``recursion_limit`` is an int;
+        ``tags`` a list of str, ``metadata`` and ``configurable`` dicts, ``run_name`` a str. The
+        first failure is raised at once (the original exception object, its traceback intact);
+        steps not yet started never start.
 
         Three more config keys apply to this call (to each input of a batch), once, not again to
         every step inside it: ``timeout`` (seconds, see :meth:`with_timeout`), ``rate_limiter``
@@ -280,8 +301,9 @@ class Runnable(Generic[_In, _Out]):
 
         ``config`` is one config for all inputs or one per input; ``max_concurrency`` (of the
         first) caps the items in flight. The first failure is raised at once and items not yet
-        started never start, unless ``return_exceptions`` is true: then each exception object
-        takes its item's slot.
+        started never start, unless ``return_exceptions`` is ``True``: then each exception
+        object takes its item's slot (a BaseException that is not an Exception, such as
+        KeyboardInterrupt, is raised even so, as the same object).
         """
     def abatch(
         self,
@@ -300,7 +322,9 @@ class Runnable(Generic[_In, _Out]):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> Iterator[tuple[int, Any]]:
-        """``(index, result)`` pairs as the items of a batch finish."""
+        """``(index, result)`` pairs as the items of a batch finish. The config is checked at
+        the call; a failure (or a step's BaseException) ends the iteration as :meth:`batch`
+        raises it."""
     def abatch_as_completed(
         self,
         inputs: _Seq[Any],
@@ -379,7 +403,8 @@ class Runnable(Generic[_In, _Out]):
         or a function ``exc -> bool``. Between attempts it waits ``initial * exp_base ** (n - 1)
         + uniform(0, jitter)`` seconds, at most ``max`` (``exponential_jitter_params``; defaults
         initial=1, max=60, exp_base=2, jitter=1), or not at all if ``wait_exponential_jitter`` is
-        false. After ``stop_after_attempt`` attempts the last exception is raised as is. Waits
+        false (``True`` or ``False``; the parameters are non-negative seconds). After
+        ``stop_after_attempt`` attempts (a positive int) the last exception is raised as is. Waits
         hold neither the GIL nor the event loop. In ``batch``/``abatch`` each input is retried on
         its own: only failing inputs run again, and every result stays in its own slot.
         """
@@ -404,9 +429,11 @@ class Runnable(Generic[_In, _Out]):
 
         An async step is cancelled at the deadline, and so is the future of a step on an
         executor (see :class:`Lambda`). A sync step cannot be stopped: the caller stops waiting
-        at the deadline, and the thread's late result is discarded. Inside a
-        ``Parallel`` a timeout fails its step like any other error. The ``timeout`` config key
-        does the same for one call (each input of a batch).
+        at the deadline, and the thread's late result is discarded; such a step gets a thread of
+        its own even when the pool's 512 are busy (up to 4,096 threads in all; past that,
+        :class:`FastLcelError`). Inside a ``Parallel`` a timeout fails its step like any other
+        error. The ``timeout`` config key does the same for one call (each input of a batch).
+        ``seconds``: a positive number up to 1e9.
         """
     def with_rate_limit(self, limiter: RateLimiter) -> Runnable:
         """A runnable whose calls start no faster than ``limiter`` allows."""
@@ -421,11 +448,11 @@ class Runnable(Generic[_In, _Out]):
     ) -> Runnable:
         """A runnable that memoizes this one's results by input (or by ``key(input)``).
 
-        At most ``maxsize`` results are kept (least recently used dropped first; ``None``: no
-        bound), each for ``ttl`` seconds (``None``: forever). The cache is shared by every thread
-        and event loop; concurrent calls with the same key run the step once and share its result
-        (or its exception). Exceptions are not cached. The config is not part of the key, and a
-        hit returns the same object, not a copy.
+        At most ``maxsize`` results are kept (a positive int; least recently used dropped first;
+        ``None``: no bound), each for ``ttl`` seconds (up to 1e9; ``None``: forever). The cache
+        is shared by every thread and event loop; concurrent calls with the same key run the step
+        once and share its result (or its exception). Exceptions are not cached. The config is
+        not part of the key, and a hit returns the same object, not a copy.
         """
 
 class _Serializable(Runnable[_In, _Out]):

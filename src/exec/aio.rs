@@ -13,7 +13,7 @@ use pyo3::sync::PyOnceLock;
 
 use super::context::Context;
 use super::coro::{block_on, py_await, StepFuture};
-use super::pool::{self, Busy, InFlight};
+use super::pool::{self, Busy, InFlight, Owner};
 use super::wait;
 use super::Caller;
 use crate::errors::step_timeout_error;
@@ -78,8 +78,20 @@ pub(crate) fn caller_loop(py: Python<'_>) -> Option<Py<PyAny>> {
 /// The loop running on this thread, if any.
 pub(crate) fn running_loop(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>> {
     static GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    // Where asyncio was never imported no loop runs: a sync program's first fan-out must not
+    // import it (on a daemon thread, an import still running when the interpreter exits ends
+    // the thread inside our frames, which aborts the process).
+    if GET.get(py).is_none() && !imported(py, "asyncio")? {
+        return Ok(None);
+    }
     let found = GET.import(py, "asyncio", "_get_running_loop")?.call0()?;
     Ok((!found.is_none()).then_some(found))
+}
+
+/// Whether module `name` was imported (without importing it).
+fn imported(py: Python<'_>, name: &str) -> PyResult<bool> {
+    static MODULES: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    MODULES.import(py, "sys", "modules")?.contains(name)
 }
 
 /// The running event loop and a new future of it (RuntimeError if no loop runs).
@@ -152,7 +164,8 @@ impl Drop for Abandon {
 
 /// Runs `fut`, a future for a thread that may block, on a pool thread; the returned future is
 /// for an awaiting caller, whose loop it waits on. The step runs in a copy of the caller's
-/// context; if the caller stops waiting before it starts, it never starts.
+/// context; if the caller stops waiting before it starts, it never starts. If a blocked thread
+/// waits for this call (the bridged loop runs it for that thread), the job is that thread's.
 pub(crate) fn on_pool(fut: StepFuture) -> StepFuture {
     Box::pin(async move {
         let abandoned = Arc::new(AtomicBool::new(false));
@@ -167,7 +180,8 @@ pub(crate) fn on_pool(fut: StepFuture) -> StepFuture {
                 future: future.clone().unbind(),
                 abandoned,
             };
-            pool::submit(Box::new(move || hop.run()));
+            pool::submit(Box::new(move || hop.run()), Owner::current(py))
+                .map_err(|_| pool::exhausted())?;
             Ok(future.unbind())
         })?;
         py_await(future).await

@@ -19,14 +19,15 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 use pyo3::exceptions::asyncio::CancelledError;
+use pyo3::exceptions::PyException;
 use pyo3::intern;
 use pyo3::prelude::*;
 
 use super::aio::{running_loop, Home};
 use super::context::{self, Context};
 use super::coro::{Coroutine, StepFuture};
-use super::pool::{self, InFlight};
-use super::wait::{self, Signal};
+use super::pool::{self, Busy, InFlight, Owner};
+use super::wait::{self, Mailbox, Signal};
 use crate::errors::FastLcelError;
 
 /// The bridged loop, once started (stored by its thread).
@@ -87,8 +88,21 @@ fn bridge_main(started: &crossbeam_channel::Sender<Result<(), String>>) {
         };
         *BRIDGE.lock() = Some(event_loop.clone().unbind());
         let _ = started.send(Ok(()));
-        if let Err(err) = event_loop.call_method0(intern!(py, "run_forever")) {
-            err.write_unraisable(py, Some(&event_loop));
+        // A task whose step raised KeyboardInterrupt or SystemExit re-raises it out of the loop
+        // (asyncio does so, its outcome already set): run on, so that its done callback hands it
+        // to the waiting caller. Only `stop` ends the loop.
+        loop {
+            let ran = event_loop.call_method0(intern!(py, "run_forever"));
+            let stopped = !BRIDGE.lock().as_ref().is_some_and(|l| l.is(&event_loop));
+            match ran {
+                // A step's, taken by its caller: the loop runs on.
+                Err(err) if !stopped && !err.is_instance_of::<PyException>(py) => continue,
+                // The loop itself failed: nothing can run on it any more.
+                Err(err) => err.write_unraisable(py, Some(&event_loop)),
+                Ok(_) if stopped => {}
+                Ok(_) => continue,
+            }
+            break;
         }
         let _ = event_loop.call_method0(intern!(py, "close"));
     });
@@ -165,7 +179,7 @@ pub(crate) fn is_bridge(event_loop: &Bound<'_, PyAny>) -> bool {
 /// One blocked call's state, shared by the waiting thread and the loop.
 #[derive(Default)]
 struct Blocked {
-    done: Signal,
+    done: Arc<Signal>,
     outcome: Mutex<Option<PyResult<Py<PyAny>>>>,
     /// The task and its loop once started; `cancelled` stops it, or keeps it from starting.
     task: Mutex<Option<(Py<PyAny>, Py<PyAny>)>>,
@@ -194,16 +208,26 @@ impl Blocked {
 /// Runs `fut` (a future for an awaiting caller) to its end from a thread that may block: on
 /// the caller's loop or the bridged one. `Ok(None)` if `deadline` passes first; then the step's
 /// task is cancelled.
+///
+/// The jobs the step hands to the pool (its sync steps) belong to this thread: it runs them
+/// itself while it waits when the pool has no thread for them, or, when it must give up at a
+/// deadline, they get a thread beyond the pool's soft limit (see `pool::Owner`).
 pub(crate) fn run_blocking(
     py: Python<'_>,
     fut: StepFuture,
     deadline: Option<Instant>,
 ) -> PyResult<Option<Py<PyAny>>> {
     let blocked = Arc::new(Blocked::default());
+    let mailbox = deadline.is_none().then(Mailbox::new);
+    let owner = match &mailbox {
+        Some(mailbox) => Owner::Waiter(Arc::clone(mailbox)),
+        None => Owner::Escalate,
+    };
     let start = Start {
         fut: Mutex::new(Some(fut)),
         blocked: Arc::clone(&blocked),
         ctx: Context::capture(py)?,
+        owner,
     };
     match target(py)? {
         Target::Loop(event_loop) => {
@@ -212,11 +236,22 @@ pub(crate) fn run_blocking(
                 .call_method1(intern!(py, "call_soon_threadsafe"), (start,))?;
         }
         Target::Private => {
+            // This thread runs the loop the step would need: a thread of its own, at once.
             let start = Py::new(py, start)?;
-            pool::submit(Box::new(move || run_private(start)));
+            if pool::submit(Box::new(move || run_private(start)), Owner::Escalate).is_err() {
+                return Err(pool::exhausted());
+            }
         }
     }
-    match wait::wait_until(py, &blocked.done, deadline) {
+    let waited = match &mailbox {
+        Some(mailbox) => {
+            let waited = wait::wait_running(py, &blocked.done, mailbox).map(|()| true);
+            mailbox.close();
+            waited
+        }
+        None => wait::wait_until(py, &blocked.done, deadline),
+    };
+    match waited {
         Ok(true) => blocked
             .outcome
             .lock()
@@ -251,14 +286,24 @@ fn run_private(start: Py<Start>) {
         return;
     };
     Python::attach(|py| {
+        let _busy = Busy::enter();
         let blocked = Arc::clone(&start.get().blocked);
         let run = || -> PyResult<()> {
             let event_loop = py.import("asyncio")?.call_method0("new_event_loop")?;
             let started = start.get().start(&event_loop);
             let task = blocked.task.lock().as_ref().map(|(_, t)| t.clone_ref(py));
             if let (Ok(()), Some(task)) = (&started, task) {
-                // Its outcome reaches `blocked` through the task's done callback.
-                let _ = event_loop.call_method1(intern!(py, "run_until_complete"), (task,));
+                // Its outcome reaches `blocked` through the task's done callback; a
+                // KeyboardInterrupt or SystemExit of the step comes out of the loop before that
+                // callback runs: then the task's outcome is taken here.
+                let ran = event_loop.call_method1(intern!(py, "run_until_complete"), (&task,));
+                if ran.is_err() && !blocked.done.is_set() {
+                    let done = task.bind(py).call_method0(intern!(py, "done"))?;
+                    if done.is_truthy()? {
+                        let outcome = task.bind(py).call_method0(intern!(py, "result"));
+                        blocked.finish(outcome.map(Bound::unbind));
+                    }
+                }
             }
             event_loop.call_method0(intern!(py, "close"))?;
             started
@@ -277,6 +322,9 @@ struct Start {
     fut: Mutex<Option<StepFuture>>,
     blocked: Arc<Blocked>,
     ctx: Context,
+    /// The blocked thread, as the owner of the jobs the task and those it starts hand to the
+    /// pool.
+    owner: Owner,
 }
 
 impl Start {
@@ -292,6 +340,7 @@ impl Start {
         let coro = Py::new(py, Coroutine::for_task(fut))?;
         // The task copies the current context: the caller's, as a fresh copy.
         let task = context::enter(&self.ctx.fresh(py)?, || {
+            self.owner.set_in_context(py)?;
             event_loop.call_method1(intern!(py, "create_task"), (coro,))
         })?;
         let done = Finish {

@@ -64,8 +64,8 @@ impl Executor {
             return Err(type_error(format!(
                 "{step}: executor must have a submit(fn, /, *args, **kwargs) method returning a \
                  concurrent.futures.Future (a ProcessPoolExecutor, loky's executor, Dask's \
-                 client.get_executor(), fastlcel.RayExecutor); got an object of type '{}'",
-                type_name(obj)
+                 client.get_executor(), fastlcel.RayExecutor); got {}",
+                crate::validate::shown_with_type(obj)
             )));
         }
         Ok(Self {

@@ -2,10 +2,15 @@
 //!
 //! One shared counter hands out items. A blocking caller wakes ONE helper, then, if every item
 //! is known to be fast (see `Cost`), claims and runs items itself while it holds the GIL; it
-//! waits (GIL released) when nothing is left to claim. A helper claims an item and, if unclaimed items remain and the budget allows, wakes one
-//! more helper before running it. Trivial items are all done by the caller before a helper even
-//! wakes; blocking items get one thread each within about 2 ms. Because the caller works, a
-//! nested fan-out never waits on a pool that only it could unblock.
+//! waits (GIL released) when nothing is left to claim. A helper claims an item and, if unclaimed
+//! items remain and the budget allows, wakes one more helper before running it. Trivial items
+//! are all done by the caller before a helper even wakes; blocking items get one thread each
+//! within about 2 ms.
+//!
+//! A waiting caller owns its helpers' jobs (`pool::Owner`): when the pool has no thread for
+//! one (at its limit, every thread busy, as when 2,000 steps each fan out inside themselves),
+//! the caller runs that helper's share itself while it waits. So a nested fan-out never waits
+//! on a pool that only it could unblock, and never has more items in flight than its bound.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,21 +24,22 @@ use super::aio::Home;
 use super::context::Context;
 use super::coro::{block_on, StepFuture};
 use super::gather::Sink;
-use super::pool::{self, Busy, InFlight};
-use super::wait::{self, Signal};
+use super::pool::{self, Busy, InFlight, Owner};
+use super::wait::{self, Mailbox, Signal};
 use super::{Caller, Cost, FanOpts, Kind, Work};
 
 /// Who is told when the fan-out is over (all items done, or the first failure).
 pub(crate) enum Notify {
-    /// A blocked caller.
-    Waiter(Signal),
-    /// An event loop: `loop.call_soon_threadsafe(callback)`.
+    /// A blocked caller, which owns the helpers' jobs.
+    Waiter { signal: Arc<Signal>, owner: Owner },
+    /// An event loop: `loop.call_soon_threadsafe(callback)`. The callback is given up when
+    /// scheduled: it holds the caller's objects, which a helper finishing late must not keep.
     Loop {
         event_loop: Py<PyAny>,
-        callback: Py<PyAny>,
+        callback: Mutex<Option<Py<PyAny>>>,
     },
-    /// Nobody: every item's outcome went to a sink as it came.
-    Nobody,
+    /// Nobody: every item's outcome went to a sink as it came, read by the jobs' owner.
+    Nobody(Owner),
 }
 
 /// What happens to an item's outcome.
@@ -55,6 +61,8 @@ pub(crate) struct FanOut {
     outcomes: Outcomes,
     /// Where the helpers' async-only steps run (see `aio::Home`).
     home: Option<Home>,
+    /// Who waits for the helpers' jobs.
+    owner: Owner,
     next: AtomicUsize,
     remaining: AtomicUsize,
     helpers_left: AtomicUsize,
@@ -81,6 +89,11 @@ impl FanOut {
             Notify::Loop { event_loop, .. } => Some(Home::Loop(event_loop.clone_ref(py))),
             _ => Home::for_helpers(py),
         };
+        let owner = match &notify {
+            Notify::Waiter { owner, .. } | Notify::Nobody(owner) => owner.clone(),
+            // The loop may run this for a blocked thread (see `bridge::run_blocking`).
+            Notify::Loop { .. } => Owner::current(py),
+        };
         Arc::new(Self {
             work: Mutex::new(Some(work)),
             len: n,
@@ -88,6 +101,7 @@ impl FanOut {
             return_exceptions,
             outcomes,
             home,
+            owner,
             next: AtomicUsize::new(0),
             remaining: AtomicUsize::new(n),
             helpers_left: AtomicUsize::new(helpers),
@@ -112,7 +126,9 @@ impl FanOut {
 
     /// [`Self::run_blocking`] with a deadline: `Ok(None)` if it passes first. Then the caller
     /// has run no item itself (it only waited); items still running finish on their threads and
-    /// their results are dropped, items not started never start.
+    /// their results are dropped, items not started never start. With a deadline the helpers get
+    /// threads beyond the pool's soft limit (the caller cannot run an item it may have to give
+    /// up on); without one, the caller runs the helpers' share when the pool has no thread.
     pub(crate) fn run_until(
         py: Python<'_>,
         work: Arc<dyn Work>,
@@ -127,6 +143,12 @@ impl FanOut {
             deadline.is_none() && (0..n).all(|i| work.cost(i).is_none_or(Cost::is_fast));
         let helpers = opts.max_concurrency.unwrap_or(n).min(n) - usize::from(caller_helps);
         let ctx = Context::capture(py)?;
+        let signal = Arc::new(Signal::default());
+        let mailbox = deadline.is_none().then(Mailbox::new);
+        let owner = match &mailbox {
+            Some(mailbox) => Owner::Waiter(Arc::clone(mailbox)),
+            None => Owner::Escalate,
+        };
         let fan = Self::new(
             py,
             Arc::clone(&work),
@@ -134,18 +156,29 @@ impl FanOut {
             helpers,
             opts.return_exceptions,
             Outcomes::Slots,
-            Notify::Waiter(Signal::default()),
+            Notify::Waiter {
+                signal: Arc::clone(&signal),
+                owner,
+            },
         );
-        fan.wake_helper();
+        fan.wake_helper(py);
         if caller_helps {
             while let Some(i) = fan.claim() {
-                fan.run_item(py, &*work, i);
+                let outcome = fan.run_item(py, &*work, i);
+                if fan.record(py, i, outcome) {
+                    fan.fire(py);
+                }
             }
         }
-        let Notify::Waiter(signal) = &fan.notify else {
-            unreachable!("run_until always waits on a Signal")
+        let waited = match &mailbox {
+            Some(mailbox) => {
+                let waited = wait::wait_running(py, &signal, mailbox).map(|()| true);
+                mailbox.close();
+                waited
+            }
+            None => wait::wait_until(py, &signal, deadline),
         };
-        match wait::wait_until(py, signal, deadline) {
+        match waited {
             Ok(true) => {
                 fan.retire();
                 fan.take_outcome(py).map(Some)
@@ -163,6 +196,7 @@ impl FanOut {
 
     /// Starts the items on pool threads only (the caller is an event loop thread, which must not
     /// block); `callback` is scheduled on `event_loop` when it is over. See [`Self::take_outcome`].
+    /// The helpers' jobs belong to the blocked thread whose call runs on that loop, if any.
     pub(crate) fn start_detached(
         py: Python<'_>,
         work: Arc<dyn Work>,
@@ -174,18 +208,20 @@ impl FanOut {
     ) -> Arc<Self> {
         let notify = Notify::Loop {
             event_loop,
-            callback,
+            callback: Mutex::new(Some(callback)),
         };
         Self::detached(py, work, ctx, opts, outcomes, notify)
     }
 
-    /// Starts the items on pool threads only, each outcome to `sink` as it comes (for a caller
-    /// that takes them as they finish). Abort it when the caller goes away.
+    /// Starts the items on pool threads only, each outcome to `sink` as it comes, for a caller
+    /// that takes them as they finish (and owns the helpers' jobs: `owner`). Abort it when the
+    /// caller goes away.
     pub(crate) fn start_into(
         py: Python<'_>,
         work: Arc<dyn Work>,
         opts: FanOpts,
         sink: Arc<dyn Sink>,
+        owner: Owner,
     ) -> PyResult<Arc<Self>> {
         let ctx = Context::capture(py)?;
         Ok(Self::detached(
@@ -194,7 +230,7 @@ impl FanOut {
             ctx,
             opts,
             Outcomes::Sink(sink),
-            Notify::Nobody,
+            Notify::Nobody(owner),
         ))
     }
 
@@ -220,7 +256,7 @@ impl FanOut {
         if n == 0 {
             fan.fire(py);
         }
-        fan.wake_helper();
+        fan.wake_helper(py);
         fan
     }
 
@@ -262,7 +298,7 @@ impl FanOut {
         !self.stop.load(Ordering::Acquire) && self.next.load(Ordering::Acquire) < self.len
     }
 
-    fn wake_helper(self: &Arc<Self>) {
+    fn wake_helper(self: &Arc<Self>, py: Python<'_>) {
         if !self.unclaimed() {
             return;
         }
@@ -274,10 +310,12 @@ impl FanOut {
             return;
         }
         let fan = Arc::clone(self);
-        pool::submit(Box::new(move || fan.help()));
+        if pool::submit(Box::new(move || fan.help()), self.owner.clone()).is_err() {
+            self.fail(py, pool::exhausted());
+        }
     }
 
-    /// A pool thread's share of the work.
+    /// A pool thread's share of the work (or its waiting caller's, in its stead).
     fn help(self: Arc<Self>) {
         if !self.unclaimed() {
             return Self::release(self);
@@ -286,24 +324,31 @@ impl FanOut {
             return;
         };
         Python::attach(|py| {
-            // Taken attached: a copy taken while waiting for the GIL would keep the user's
-            // objects alive, unseen by the collector, after the caller got its results.
-            let Some(work) = self.work.lock().clone().filter(|_| self.unclaimed()) else {
-                drop(self);
-                return;
-            };
             let run = || {
                 while let Some(i) = self.claim() {
-                    self.wake_helper();
-                    let _busy = Busy::enter();
-                    self.run_item(py, &*work, i);
+                    self.wake_helper(py);
+                    // Taken attached, for this item only: a copy taken while waiting for the
+                    // GIL, or kept until the last item is over, would keep the user's objects
+                    // alive, unseen by the collector, after the caller got its results.
+                    let Some(work) = self.work.lock().clone() else {
+                        break;
+                    };
+                    let outcome = {
+                        let _busy = Busy::enter();
+                        self.run_item(py, &*work, i)
+                    };
+                    // Given up before the item counts as done: once the last one does, the
+                    // caller may go on and expect its objects freed.
+                    drop(work);
+                    if self.record(py, i, outcome) {
+                        self.fire(py);
+                    }
                     if pool::shutting_down() {
                         break;
                     }
                 }
             };
             Home::enter(self.home.as_ref(), py, run);
-            drop(work);
             drop(self);
         });
     }
@@ -318,7 +363,8 @@ impl FanOut {
         }
     }
 
-    fn run_item(&self, py: Python<'_>, work: &dyn Work, i: usize) {
+    /// Runs item `i`; its outcome is for [`Self::record`].
+    fn run_item(&self, py: Python<'_>, work: &dyn Work, i: usize) -> PyResult<Py<PyAny>> {
         let timer = work
             .cost(i)
             .filter(|c| c.wants_sample())
@@ -327,6 +373,13 @@ impl FanOut {
         if let Some((cost, started)) = timer {
             cost.observe(started.elapsed());
         }
+        result
+    }
+
+    /// Keeps item `i`'s outcome; returns whether the fan-out is over (the caller then fires it,
+    /// once it holds no reference to the work).
+    #[must_use]
+    fn record(&self, py: Python<'_>, i: usize, result: PyResult<Py<PyAny>>) -> bool {
         match (&self.outcomes, result) {
             (Outcomes::Sink(sink), outcome) => {
                 if !self.stop.load(Ordering::Acquire) {
@@ -342,14 +395,21 @@ impl FanOut {
             (_, Err(err)) if self.return_exceptions && err.is_instance_of::<PyException>(py) => {
                 self.slots.lock()[i] = Some(Ok(err.into_value(py).into_any()));
             }
-            (_, Err(err)) => self.fail(py, err),
+            (_, Err(err)) => {
+                self.record_failure(err);
+                self.remaining.fetch_sub(1, Ordering::AcqRel);
+                return true;
+            }
         }
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.fire(py);
-        }
+        self.remaining.fetch_sub(1, Ordering::AcqRel) == 1
     }
 
     fn fail(&self, py: Python<'_>, err: PyErr) {
+        self.record_failure(err);
+        self.fire(py);
+    }
+
+    fn record_failure(&self, err: PyErr) {
         {
             let mut failure = self.failure.lock();
             if failure.is_none() {
@@ -357,7 +417,6 @@ impl FanOut {
             }
         }
         self.stop.store(true, Ordering::Release);
-        self.fire(py);
     }
 
     fn fire(&self, py: Python<'_>) {
@@ -365,17 +424,20 @@ impl FanOut {
             return;
         }
         match &self.notify {
-            Notify::Waiter(signal) => signal.set(),
+            Notify::Waiter { signal, .. } => signal.set(),
             Notify::Loop {
                 event_loop,
                 callback,
             } => {
+                let Some(callback) = callback.lock().take() else {
+                    return;
+                };
                 // A closed loop raises RuntimeError: nobody is left to tell.
                 let _ = event_loop
                     .bind(py)
                     .call_method1(pyo3::intern!(py, "call_soon_threadsafe"), (callback,));
             }
-            Notify::Nobody => {}
+            Notify::Nobody(_) => {}
         }
     }
 }

@@ -270,7 +270,7 @@ impl Gather {
         let py = slf.py();
         let this = slf.get();
         let done = GroupDone {
-            gather: slf.clone().unbind(),
+            gather: Mutex::new(Some(slf.clone().unbind())),
             unit,
         };
         let outcomes = match &this.sink {
@@ -518,17 +518,22 @@ impl TaskDone {
     }
 }
 
-/// Scheduled on the loop by the last helper of a detached fan-out.
+/// Scheduled on the loop by the last helper of a detached fan-out. It gives up the gather when
+/// called: the helper that scheduled it may hold its handle a moment longer, and must not keep
+/// the caller's objects alive then.
 #[pyclass(frozen)]
 struct GroupDone {
-    gather: Py<Gather>,
+    gather: Mutex<Option<Py<Gather>>>,
     unit: usize,
 }
 
 #[pymethods]
 impl GroupDone {
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
-        let gather = self.gather.bind(py);
+        let Some(gather) = self.gather.lock().take() else {
+            return Ok(());
+        };
+        let gather = gather.bind(py);
         let this = gather.get();
         let fan = {
             let mut st = this.state.lock();
@@ -560,7 +565,10 @@ impl GroupDone {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.gather)
+        match self.gather.try_lock() {
+            Some(gather) => visit.call(gather.as_ref()),
+            None => Ok(()),
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 
 use super::aio::{loop_future, settle};
 use super::coro::py_await;
-use super::wait::{self, Signal};
+use super::wait::{self, Mailbox, Signal};
 use super::Caller;
 
 /// The consumer, waiting.
@@ -40,6 +40,9 @@ struct State<T> {
 
 pub(crate) struct Queue<T> {
     state: Mutex<State<T>>,
+    /// The jobs of the producers a thread consumer owns (see `pool::Owner`): it runs them while
+    /// it waits when the pool has no thread for them. Its user closes it when the consumer goes.
+    mailbox: Option<Arc<Mailbox>>,
 }
 
 impl<T: Send> Queue<T> {
@@ -49,6 +52,15 @@ impl<T: Send> Queue<T> {
                 items: VecDeque::new(),
                 waiter: None,
             }),
+            mailbox: None,
+        }
+    }
+
+    /// A queue whose producers run as pool jobs owned by its consumer: `mailbox`.
+    pub(crate) fn owning(mailbox: Arc<Mailbox>) -> Self {
+        Self {
+            mailbox: Some(mailbox),
+            ..Self::new()
         }
     }
 
@@ -75,7 +87,10 @@ impl<T: Send> Queue<T> {
                     if let Some(next) = self.try_pop_or_wait(Waiter::Thread(Arc::clone(&signal))) {
                         return Ok(next);
                     }
-                    Python::attach(|py| wait::wait(py, &signal))?;
+                    Python::attach(|py| match &self.mailbox {
+                        Some(mailbox) => wait::wait_running(py, &signal, mailbox),
+                        None => wait::wait(py, &signal),
+                    })?;
                 }
                 Caller::Loop => {
                     let (event_loop, future) = Python::attach(|py| {

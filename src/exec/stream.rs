@@ -26,8 +26,9 @@ use super::context::{self, Context};
 use super::coro::{block_on, py_await_in, Coroutine, StepFuture};
 use super::fanout::FanOut;
 use super::gather::{self, Sink};
-use super::pool::{self, Busy, InFlight};
+use super::pool::{self, Busy, InFlight, Owner};
 use super::queue::{Notify, Queue};
+use super::wait::Mailbox;
 use super::{needs_loop, place, Caller, FanOpts, Kind, Place, Work};
 
 /// A stream of chunks (or of the error that ends it).
@@ -496,9 +497,13 @@ impl Tee {
 /// it. Each stream is drained at once by a pool thread (for a thread) or a task (on a loop).
 pub(crate) fn merge(streams: Vec<Chunks>, mode: Caller) -> MergedStream {
     let n = streams.len();
-    let queue: Arc<DrainQueue> = Arc::new(Queue::new());
-    let streams: Vec<Chunks> = streams.into_iter().map(|s| s.conform(mode)).collect();
     let drains = Arc::new(Drains::default());
+    let queue: Arc<DrainQueue> = Arc::new(match mode {
+        // The thread that reads the merge owns the drains' jobs.
+        Caller::Thread => Queue::owning(Arc::clone(&drains.mailbox)),
+        Caller::Loop => Queue::new(),
+    });
+    let streams: Vec<Chunks> = streams.into_iter().map(|s| s.conform(mode)).collect();
     let stream = async_stream::stream! {
         let started = Python::attach(|py| drains.start(py, streams, &queue, mode));
         if let Err(err) = started {
@@ -531,6 +536,8 @@ pub(crate) type MergedStream = Pin<Box<dyn Stream<Item = PyResult<(usize, Py<PyA
 struct Drains {
     stop: Arc<AtomicBool>,
     tasks: Mutex<Vec<Py<PyAny>>>,
+    /// The reading thread's, for the drains on pool threads.
+    mailbox: Arc<Mailbox>,
 }
 
 impl Drains {
@@ -567,7 +574,9 @@ impl Drains {
                     let ctx = ctx.clone_ref(py);
                     let home = Home::for_helpers(py);
                     let fut: StepFuture = Box::pin(drain);
-                    pool::submit(Box::new(move || drain_on_thread(fut, ctx, home)));
+                    let owner = Owner::Waiter(Arc::clone(&self.mailbox));
+                    // Never refused: only an `Escalate` job can be.
+                    let _ = pool::submit(Box::new(move || drain_on_thread(fut, ctx, home)), owner);
                 }
                 Caller::Loop => {
                     let coro = Bound::new(py, Coroutine::for_task(Box::pin(drain)))?;
@@ -587,6 +596,7 @@ impl Drains {
 impl Drop for Drains {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        self.mailbox.close();
         let tasks = std::mem::take(&mut *self.tasks.lock());
         if tasks.is_empty() {
             return;
@@ -632,10 +642,15 @@ pub(crate) fn as_completed(work: Arc<dyn Work>, opts: FanOpts, caller: Caller) -
         return as_completed(work, opts, Caller::Loop).conform(Caller::Thread);
     }
     let n = work.len();
-    let queue: Arc<Queue<(usize, PyResult<Py<PyAny>>)>> = Arc::new(Queue::new());
+    let mailbox = Mailbox::new();
+    let queue: Arc<Queue<(usize, PyResult<Py<PyAny>>)>> = Arc::new(match caller {
+        // The thread that reads the results owns the batch's jobs.
+        Caller::Thread => Queue::owning(Arc::clone(&mailbox)),
+        Caller::Loop => Queue::new(),
+    });
     let stream = async_stream::stream! {
         let sink: Arc<dyn Sink> = Arc::new(QueueSink(Arc::clone(&queue)));
-        let started = Python::attach(|py| Running::start(py, work, opts, sink, caller));
+        let started = Python::attach(|py| Running::start(py, work, opts, sink, caller, mailbox));
         let _running = match started {
             Ok(running) => running,
             Err(err) => {
@@ -681,7 +696,7 @@ impl Sink for QueueSink {
 
 /// A batch running as completed; stopped when dropped (a gather's guard stops it).
 struct Running {
-    fan: Option<Arc<FanOut>>,
+    fan: Option<(Arc<FanOut>, Arc<Mailbox>)>,
     _gather: Option<gather::GatherGuard>,
 }
 
@@ -692,12 +707,16 @@ impl Running {
         opts: FanOpts,
         sink: Arc<dyn Sink>,
         caller: Caller,
+        mailbox: Arc<Mailbox>,
     ) -> PyResult<Self> {
         Ok(match caller {
-            Caller::Thread => Running {
-                fan: Some(FanOut::start_into(py, work, opts, sink)?),
-                _gather: None,
-            },
+            Caller::Thread => {
+                let owner = Owner::Waiter(Arc::clone(&mailbox));
+                Running {
+                    fan: Some((FanOut::start_into(py, work, opts, sink, owner)?, mailbox)),
+                    _gather: None,
+                }
+            }
             Caller::Loop => Running {
                 fan: None,
                 _gather: Some(gather::start_into(py, work, opts, sink)?),
@@ -708,8 +727,9 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(fan) = &self.fan {
+        if let Some((fan, mailbox)) = &self.fan {
             fan.abort();
+            mailbox.close();
         }
     }
 }

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
-use crate::errors::value_error;
+use crate::validate;
 use pyo3::{intern, PyTraverseError};
 
 use crate::exec::aio;
@@ -235,15 +235,10 @@ impl ConcurrencyLimit {
     }
 
     #[new]
-    fn py_new(limit: i64) -> PyResult<Self> {
-        let limit = usize::try_from(limit)
-            .ok()
-            .filter(|&n| n >= 1)
-            .ok_or_else(|| {
-                value_error(format!(
-                    "ConcurrencyLimit takes a positive int (calls in flight at once); got {limit}"
-                ))
-            })?;
+    fn py_new(limit: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let what = "ConcurrencyLimit(limit)";
+        let limit = validate::count(limit, what, "calls in flight at once", validate::MAX_COUNT)?;
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         Ok(Self {
             limit,
             semaphore: Arc::new(Semaphore {

@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 
 use crate::errors::value_error;
+use crate::validate::{self, Burst};
 use pyo3::sync::PyOnceLock;
 
 use crate::exec::wait;
@@ -59,28 +60,22 @@ impl RateLimiter {
     }
 
     #[new]
-    #[pyo3(signature = (requests_per_second, burst=1))]
-    fn py_new(requests_per_second: f64, burst: i64) -> PyResult<Self> {
-        let interval = Some(requests_per_second)
-            .filter(|&rps| rps.is_finite() && rps > 0.0)
-            .and_then(|rps| Duration::try_from_secs_f64(1.0 / rps).ok())
-            .ok_or_else(|| {
-                value_error(format!(
-                    "RateLimiter requests_per_second must be a positive number; got \
-                     {requests_per_second:?}"
-                ))
-            })?;
-        let burst = u32::try_from(burst)
-            .ok()
-            .filter(|&b| b >= 1)
-            .ok_or_else(|| {
-                value_error(format!(
-                    "RateLimiter burst must be a positive int (calls allowed at once); got {burst}"
-                ))
-            })?;
-        let tolerance = interval
-            .checked_mul(burst - 1)
-            .ok_or_else(|| value_error("RateLimiter burst is too large for this rate"))?;
+    #[pyo3(
+        signature = (requests_per_second, burst=Burst(1)),
+        text_signature = "(requests_per_second, burst=1)"
+    )]
+    fn py_new(requests_per_second: &Bound<'_, PyAny>, burst: Burst) -> PyResult<Self> {
+        let requests_per_second =
+            validate::rate(requests_per_second, "RateLimiter(requests_per_second)")?;
+        // Within the bounds `rate` allows, the interval is a Duration.
+        let interval = Duration::from_secs_f64(1.0 / requests_per_second);
+        let burst = burst.0;
+        let tolerance = interval.checked_mul(burst - 1).ok_or_else(|| {
+            value_error(format!(
+                "RateLimiter(burst) is too large for this rate: {burst} calls at once at \
+                 {requests_per_second} per second is a window longer than a Duration holds"
+            ))
+        })?;
         Ok(Self {
             requests_per_second,
             burst,

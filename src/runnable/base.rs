@@ -32,6 +32,7 @@ use crate::exec::coro::{block_on, Coroutine, StepFuture};
 use crate::exec::progress::{self, held_by, Shown};
 use crate::exec::stream::{as_completed, ChunkAsyncIterator, ChunkIterator, Chunks};
 use crate::exec::{fan_out, Caller, Collect, Cost, FanOpts, Kind, Work};
+use crate::validate::{self, Attempts, CacheSize, Jitter, ReturnExceptions};
 
 /// How a runnable streams (langchain_core's shapes of `transform`).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -390,12 +391,13 @@ impl Runnable {
     #[pyo3(name = "get_name", signature = (suffix=None, *, name=None))]
     fn py_get_name(
         slf: &Bound<'_, Self>,
-        suffix: Option<&Bound<'_, PyString>>,
+        suffix: Option<&Bound<'_, PyAny>>,
         name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<String> {
         let py = slf.py();
-        let name = match name {
-            Some(name) if name.is_truthy()? => name.str()?.to_string(),
+        let suffix = validate::name(suffix, "get_name(suffix)")?;
+        let name = match validate::name(name, "get_name(name)")? {
+            Some(name) if !name.to_str()?.is_empty() => name.to_string(),
             _ => Self::name_of(slf)?,
         };
         let Some(suffix) = suffix.filter(|s| s.to_str().is_ok_and(|s| !s.is_empty())) else {
@@ -439,12 +441,15 @@ impl Runnable {
         Ok(Coroutine::new(step.run(input, args, Caller::Loop)))
     }
 
-    #[pyo3(signature = (inputs, config=None, *, return_exceptions=false, **kwargs))]
+    #[pyo3(
+        signature = (inputs, config=None, *, return_exceptions=ReturnExceptions(false), **kwargs),
+        text_signature = "($self, inputs, config=None, *, return_exceptions=False, **kwargs)"
+    )]
     fn batch(
         slf: &Bound<'_, Self>,
         inputs: &Bound<'_, PyAny>,
         config: Option<&Bound<'_, PyAny>>,
-        return_exceptions: bool,
+        return_exceptions: ReturnExceptions,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
@@ -453,12 +458,15 @@ impl Runnable {
         Collect::List.build(py, values)
     }
 
-    #[pyo3(signature = (inputs, config=None, *, return_exceptions=false, **kwargs))]
+    #[pyo3(
+        signature = (inputs, config=None, *, return_exceptions=ReturnExceptions(false), **kwargs),
+        text_signature = "($self, inputs, config=None, *, return_exceptions=False, **kwargs)"
+    )]
     fn abatch(
         slf: &Bound<'_, Self>,
         inputs: &Bound<'_, PyAny>,
         config: Option<&Bound<'_, PyAny>>,
-        return_exceptions: bool,
+        return_exceptions: ReturnExceptions,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Coroutine> {
         let (work, opts, bar) = batch_calls(slf, inputs, config, return_exceptions, kwargs, true)?;
@@ -486,8 +494,9 @@ impl Runnable {
     fn pipe(
         slf: &Bound<'_, Self>,
         others: &Bound<'_, PyTuple>,
-        name: Option<Bound<'_, PyString>>,
+        name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Runnable>> {
+        let name = validate::name(name, "pipe(name)")?;
         let objs: Vec<_> = std::iter::once(slf.clone().into_any())
             .chain(others.iter())
             .collect();
@@ -596,6 +605,12 @@ impl Runnable {
         config: Option<&Bound<'_, PyAny>>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<ChunkIterator> {
+        validate::iterable(
+            input,
+            "transform(input)",
+            "an iterable of input chunks",
+            false,
+        )?;
         let step = Step::native(slf)?;
         let chunks = Chunks::from_iterable(input)?;
         stream_of(slf.py(), step, chunks, config, kwargs, Caller::Thread)
@@ -627,6 +642,8 @@ impl Runnable {
     ) -> PyResult<ChunkAsyncIterator> {
         let py = slf.py();
         let step = Step::native(slf)?;
+        let expected = "an async iterable or an iterable of input chunks";
+        validate::iterable(input, "atransform(input)", expected, true)?;
         let chunks = if input.hasattr(intern!(py, "__aiter__"))? {
             Chunks::from_aiter(input.call_method0(intern!(py, "__aiter__"))?.unbind())
         } else {
@@ -637,12 +654,15 @@ impl Runnable {
     }
 
     /// `(index, result)` pairs as the items of a batch finish.
-    #[pyo3(signature = (inputs, config=None, *, return_exceptions=false, **kwargs))]
+    #[pyo3(
+        signature = (inputs, config=None, *, return_exceptions=ReturnExceptions(false), **kwargs),
+        text_signature = "($self, inputs, config=None, *, return_exceptions=False, **kwargs)"
+    )]
     fn batch_as_completed(
         slf: &Bound<'_, Self>,
         inputs: &Bound<'_, PyAny>,
         config: Option<&Bound<'_, PyAny>>,
-        return_exceptions: bool,
+        return_exceptions: ReturnExceptions,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<ChunkIterator> {
         let (work, opts, bar) = batch_calls(slf, inputs, config, return_exceptions, kwargs, false)?;
@@ -652,12 +672,15 @@ impl Runnable {
     }
 
     /// The async iterator counterpart of :meth:`batch_as_completed`.
-    #[pyo3(signature = (inputs, config=None, *, return_exceptions=false, **kwargs))]
+    #[pyo3(
+        signature = (inputs, config=None, *, return_exceptions=ReturnExceptions(false), **kwargs),
+        text_signature = "($self, inputs, config=None, *, return_exceptions=False, **kwargs)"
+    )]
     fn abatch_as_completed(
         slf: &Bound<'_, Self>,
         inputs: &Bound<'_, PyAny>,
         config: Option<&Bound<'_, PyAny>>,
-        return_exceptions: bool,
+        return_exceptions: ReturnExceptions,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<ChunkAsyncIterator> {
         let (work, opts, bar) = batch_calls(slf, inputs, config, return_exceptions, kwargs, false)?;
@@ -736,23 +759,25 @@ impl Runnable {
     #[pyo3(signature = (
         *,
         retry_if_exception_type=None,
-        wait_exponential_jitter=true,
+        wait_exponential_jitter=Jitter(true),
         exponential_jitter_params=None,
-        stop_after_attempt=3,
-    ))]
+        stop_after_attempt=Attempts(3),
+    ),
+    text_signature = "($self, *, retry_if_exception_type=None, wait_exponential_jitter=True, \
+                      exponential_jitter_params=None, stop_after_attempt=3)")]
     fn with_retry(
         slf: &Bound<'_, Self>,
         retry_if_exception_type: Option<&Bound<'_, PyAny>>,
-        wait_exponential_jitter: bool,
+        wait_exponential_jitter: Jitter,
         exponential_jitter_params: Option<&Bound<'_, PyAny>>,
-        stop_after_attempt: i64,
+        stop_after_attempt: Attempts,
     ) -> PyResult<Py<Runnable>> {
         retry::with_retry(
             Step::part(slf)?,
             retry_if_exception_type,
-            wait_exponential_jitter,
+            wait_exponential_jitter.0,
             exponential_jitter_params,
-            stop_after_attempt,
+            stop_after_attempt.0,
         )
     }
 
@@ -795,16 +820,16 @@ impl Runnable {
 
     /// A runnable that memoizes this one's results by input.
     #[pyo3(
-        signature = (*, maxsize=Some(128), ttl=None, key=None),
+        signature = (*, maxsize=CacheSize(Some(128)), ttl=None, key=None),
         text_signature = "($self, *, maxsize=128, ttl=None, key=None)"
     )]
     fn with_cache(
         slf: &Bound<'_, Self>,
-        maxsize: Option<i64>,
+        maxsize: CacheSize,
         ttl: Option<&Bound<'_, PyAny>>,
         key: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Runnable>> {
-        cache::with_cache(Step::part(slf)?, maxsize, ttl, key)
+        cache::with_cache(Step::part(slf)?, maxsize.0, ttl, key)
     }
 
     /// langchain_core's repr; for an instance made through a generic alias
@@ -989,7 +1014,7 @@ fn batch_calls(
     slf: &Bound<'_, Runnable>,
     inputs: &Bound<'_, PyAny>,
     config: Option<&Bound<'_, PyAny>>,
-    return_exceptions: bool,
+    return_exceptions: ReturnExceptions,
     kwargs: Option<&Bound<'_, PyDict>>,
     batched: bool,
 ) -> PyResult<(Arc<dyn Work>, FanOpts, Option<Shown>)> {
@@ -998,7 +1023,7 @@ fn batch_calls(
     let configs = BatchConfig::parse(slf.py(), config, inputs.len())?;
     let opts = FanOpts {
         max_concurrency: configs.max_concurrency(),
-        return_exceptions,
+        return_exceptions: return_exceptions.0,
     };
     let progress = configs.claim_progress();
     let step = Arc::new(with_config_policy(slf.py(), step, configs.policies())?);

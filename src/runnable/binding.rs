@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyTypeInfo};
 
 use super::base::{BindingParts, Node, Runnable, Streaming};
@@ -244,8 +244,9 @@ impl Binding {
         config_factories: Option<&Bound<'_, PyAny>>,
         custom_input_type: Option<&Bound<'_, PyAny>>,
         custom_output_type: Option<&Bound<'_, PyAny>>,
-        name: Option<Bound<'_, PyString>>,
+        name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let name = crate::validate::name(name, "Binding(name)")?;
         let py = slf.py();
         let config = dict_arg(py, config, "config")?;
         RunConfig::parse(Some(config.as_any()))?; // validates

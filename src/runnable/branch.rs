@@ -7,7 +7,7 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
 use crate::errors::{type_error, value_error};
-use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyTypeInfo};
 
 use super::base::{Node, Runnable};
@@ -157,9 +157,10 @@ impl Branch {
     fn __init__(
         slf: &Bound<'_, Self>,
         branches: &Bound<'_, PyTuple>,
-        name: Option<Bound<'_, PyString>>,
+        name: Option<&Bound<'_, PyAny>>,
         fields: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
+        let name = crate::validate::name(name, "Branch(name)")?;
         let mut items: Vec<Bound<'_, PyAny>> = branches.iter().collect();
         if let Some(fields) = fields {
             if !items.is_empty() {

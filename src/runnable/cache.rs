@@ -16,13 +16,14 @@ use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
-use crate::errors::{type_error, value_error};
-use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use crate::errors::type_error;
+use crate::validate::{self, CacheSize};
+use pyo3::types::{PyDict, PyTuple, PyType};
 use pyo3::{intern, PyTraverseError, PyTypeInfo};
 
 use super::base::{Node, Runnable};
 use super::{describe, Args, Step};
-use crate::config::{parse_timeout, type_name};
+use crate::config::type_name;
 use crate::exec::aio;
 use crate::exec::coro::{py_await, StepFuture};
 use crate::exec::wait::{self, Signal};
@@ -479,17 +480,18 @@ impl Cached {
     }
 
     /// `Cached(bound, maxsize=..., ttl=..., key=...)`: `bound.with_cache(...)`.
-    #[pyo3(signature = (bound, *, maxsize=Some(128), ttl=None, key=None, name=None))]
+    #[pyo3(signature = (bound, *, maxsize=CacheSize(Some(128)), ttl=None, key=None, name=None))]
     fn __init__(
         slf: &Bound<'_, Self>,
         bound: &Bound<'_, PyAny>,
-        maxsize: Option<i64>,
+        maxsize: CacheSize,
         ttl: Option<&Bound<'_, PyAny>>,
         key: Option<&Bound<'_, PyAny>>,
-        name: Option<Bound<'_, PyString>>,
+        name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let name = validate::name(name, "Cached(name)")?;
         let step = Step::coerce(bound, "Cached bound")?;
-        let node = CachedNode::new(slf.py(), step, maxsize, ttl, key)?;
+        let node = CachedNode::new(slf.py(), step, maxsize.0, ttl, key)?;
         Runnable::set_node(slf.as_super(), node, name)
     }
 
@@ -522,7 +524,7 @@ impl Cached {
 /// `runnable.with_cache(maxsize=..., ttl=..., key=...)`.
 pub(crate) fn with_cache(
     step: Step,
-    maxsize: Option<i64>,
+    maxsize: Option<usize>,
     ttl: Option<&Bound<'_, PyAny>>,
     key: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Py<Runnable>> {
@@ -536,23 +538,11 @@ impl CachedNode {
     fn new(
         py: Python<'_>,
         step: Step,
-        maxsize: Option<i64>,
+        maxsize: Option<usize>,
         ttl: Option<&Bound<'_, PyAny>>,
         key: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let maxsize = maxsize
-            .map(|n| {
-                usize::try_from(n).ok().filter(|&n| n >= 1).ok_or_else(|| {
-                    value_error(format!(
-                        "with_cache maxsize must be a positive int, or None for no bound; got {n}"
-                    ))
-                })
-            })
-            .transpose()?;
-        let ttl = ttl
-            .filter(|t| !t.is_none())
-            .map(|t| parse_timeout(t, "with_cache ttl").map(Duration::from_secs_f64))
-            .transpose()?;
+        let ttl = validate::optional_seconds(ttl, "with_cache(ttl)")?.map(Duration::from_secs_f64);
         let key = match key.filter(|k| !k.is_none()) {
             Some(k) if !k.is_callable() => {
                 return Err(type_error(format!(

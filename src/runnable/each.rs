@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyTypeInfo};
 
 use super::base::{Node, Runnable};
@@ -113,8 +113,9 @@ impl Each {
     fn __init__(
         slf: &Bound<'_, Self>,
         bound: &Bound<'_, PyAny>,
-        name: Option<Bound<'_, PyString>>,
+        name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let name = crate::validate::name(name, "Each(name)")?;
         let node = EachNode {
             inner: Arc::new(Step::coerce(bound, "Each bound")?),
         };

@@ -334,8 +334,9 @@ impl WithFallbacks {
         fallbacks: &Bound<'_, PyAny>,
         exceptions_to_handle: Option<&Bound<'_, PyAny>>,
         exception_key: Option<&Bound<'_, PyAny>>,
-        name: Option<Bound<'_, PyString>>,
+        name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let name = crate::validate::name(name, "WithFallbacks(name)")?;
         let step = Step::coerce(runnable, "WithFallbacks runnable")?;
         let node = FallbacksNode::new(step, fallbacks, exceptions_to_handle, exception_key)?;
         Runnable::set_node(slf.as_super(), node, name)

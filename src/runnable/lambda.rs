@@ -775,9 +775,10 @@ impl Lambda {
         slf: &Bound<'_, Self>,
         func: &Bound<'_, PyAny>,
         afunc: Option<&Bound<'_, PyAny>>,
-        name: Option<Bound<'_, PyString>>,
+        name: Option<&Bound<'_, PyAny>>,
         executor: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let name = crate::validate::name(name, "Lambda(name)")?;
         init_lambda(
             slf.as_super(),
             func,
@@ -835,8 +836,9 @@ impl Generator {
         slf: &Bound<'_, Self>,
         transform: &Bound<'_, PyAny>,
         atransform: Option<&Bound<'_, PyAny>>,
-        name: Option<Bound<'_, PyString>>,
+        name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let name = crate::validate::name(name, "Generator(name)")?;
         init_lambda(
             slf.as_super(),
             transform,

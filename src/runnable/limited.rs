@@ -11,7 +11,7 @@ use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
 use crate::errors::type_error;
-use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyTypeInfo};
 
 use super::base::{Node, Runnable};
@@ -209,8 +209,9 @@ impl Limited {
         slf: &Bound<'_, Self>,
         bound: &Bound<'_, PyAny>,
         limiter: &Bound<'_, PyAny>,
-        name: Option<Bound<'_, PyString>>,
+        name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let name = crate::validate::name(name, "Limited(name)")?;
         let node = LimitedNode {
             inner: Arc::new(Step::coerce(bound, "Limited bound")?),
             source: Source::Fixed(limiter_of(limiter, "Limited")?),

@@ -179,8 +179,9 @@ impl Passthrough {
         func: Option<&Bound<'_, PyAny>>,
         afunc: Option<&Bound<'_, PyAny>>,
         input_type: Option<&Bound<'_, PyAny>>,
-        name: Option<Bound<'_, PyString>>,
+        name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let name = crate::validate::name(name, "Passthrough(name)")?;
         let callable = |f: Option<&Bound<'_, PyAny>>, what: &str| -> PyResult<Option<Func>> {
             match f.filter(|f| !f.is_none()) {
                 Some(f) if f.is_callable() => Func::new(f).map(Some),
@@ -398,8 +399,9 @@ impl Assign {
     fn __init__(
         slf: &Bound<'_, Self>,
         mapper: &Bound<'_, PyAny>,
-        name: Option<Bound<'_, PyString>>,
+        name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let name = crate::validate::name(name, "Assign(name)")?;
         let mapper = match mapper.cast::<Parallel>() {
             Ok(p) if !p.as_super().get().overrides() => {
                 Runnable::ready(p.as_super())?;
@@ -586,8 +588,9 @@ impl Pick {
     fn __init__(
         slf: &Bound<'_, Self>,
         keys: &Bound<'_, PyAny>,
-        name: Option<Bound<'_, PyString>>,
+        name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let name = crate::validate::name(name, "Pick(name)")?;
         Runnable::set_node(slf.as_super(), PickNode::new(keys)?, name)
     }
 

@@ -14,8 +14,9 @@ use pyo3::exceptions::PyException;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 
-use crate::errors::{type_error, value_error};
-use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use crate::errors::type_error;
+use crate::validate::{self, Attempts, Jitter};
+use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyTypeInfo};
 
 use super::base::{BindingParts, Node, Runnable, Streaming};
@@ -62,7 +63,7 @@ impl Backoff {
             ))
         })?;
         for (key, value) in params.iter() {
-            let key: String = key.extract()?;
+            let key = key.str()?.to_string();
             let field = match key.as_str() {
                 "initial" => &mut backoff.initial,
                 "max" => &mut backoff.max,
@@ -75,14 +76,8 @@ impl Backoff {
                     )))
                 }
             };
-            let seconds: f64 = value.extract()?;
-            if !seconds.is_finite() || seconds < 0.0 {
-                return Err(value_error(format!(
-                    "exponential_jitter_params['{key}'] must be a non-negative number; got \
-                     {seconds}"
-                )));
-            }
-            *field = seconds;
+            let what = format!("with_retry(exponential_jitter_params['{key}'])");
+            *field = validate::non_negative(&value, &what, validate::MAX_SECONDS)?;
         }
         Ok(backoff)
     }
@@ -279,7 +274,7 @@ impl RetryPolicy {
         retry_if_exception_type: Option<&Bound<'_, PyAny>>,
         wait_exponential_jitter: bool,
         exponential_jitter_params: Option<&Bound<'_, PyAny>>,
-        stop_after_attempt: i64,
+        stop_after_attempt: u32,
     ) -> PyResult<Self> {
         let retry_if = match retry_if_exception_type.filter(|r| !r.is_none()) {
             None => RetryIf::Types(Python::attach(|py| {
@@ -294,15 +289,6 @@ impl RetryPolicy {
             }
             Some(types) => RetryIf::Types(exception_types(types, "retry_if_exception_type")?),
         };
-        let stop_after_attempt = u32::try_from(stop_after_attempt)
-            .ok()
-            .filter(|&n| n >= 1)
-            .ok_or_else(|| {
-                value_error(format!(
-                    "stop_after_attempt must be a positive int (the number of attempts, the \
-                     first included); got {stop_after_attempt}"
-                ))
-            })?;
         // Parsed even when unused, so that a typo is reported at once.
         let backoff = Backoff::parse(exponential_jitter_params)?;
         Ok(RetryPolicy {
@@ -322,7 +308,7 @@ pub(crate) fn with_retry(
     retry_if_exception_type: Option<&Bound<'_, PyAny>>,
     wait_exponential_jitter: bool,
     exponential_jitter_params: Option<&Bound<'_, PyAny>>,
-    stop_after_attempt: i64,
+    stop_after_attempt: u32,
 ) -> PyResult<Py<Runnable>> {
     let policy = RetryPolicy::parse(
         retry_if_exception_type,
@@ -367,9 +353,9 @@ impl Retry {
         *,
         bound,
         retry_exception_types=None,
-        wait_exponential_jitter=true,
+        wait_exponential_jitter=Jitter(true),
         exponential_jitter_params=None,
-        max_attempt_number=3,
+        max_attempt_number=Attempts(3),
         kwargs=None,
         config=None,
         config_factories=None,
@@ -380,15 +366,16 @@ impl Retry {
         slf: &Bound<'_, Self>,
         bound: &Bound<'_, PyAny>,
         retry_exception_types: Option<&Bound<'_, PyAny>>,
-        wait_exponential_jitter: bool,
+        wait_exponential_jitter: Jitter,
         exponential_jitter_params: Option<&Bound<'_, PyAny>>,
-        max_attempt_number: i64,
+        max_attempt_number: Attempts,
         kwargs: Option<&Bound<'_, PyDict>>,
         config: Option<&Bound<'_, PyDict>>,
         config_factories: Option<&Bound<'_, PyList>>,
-        name: Option<Bound<'_, PyString>>,
+        name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let py = slf.py();
+        let name = validate::name(name, "Retry(name)")?;
         let mut step = Step::coerce(bound, "Retry bound")?;
         let binds = [kwargs.map(|d| d.len()), config.map(|d| d.len())]
             .into_iter()
@@ -409,9 +396,9 @@ impl Retry {
         }
         let policy = RetryPolicy::parse(
             retry_exception_types,
-            wait_exponential_jitter,
+            wait_exponential_jitter.0,
             exponential_jitter_params,
-            max_attempt_number,
+            max_attempt_number.0,
         )?;
         let node = RetryNode {
             inner: Arc::new(step),

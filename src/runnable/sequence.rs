@@ -218,11 +218,12 @@ impl Sequence {
     fn __init__(
         slf: &Bound<'_, Self>,
         steps: &Bound<'_, PyTuple>,
-        name: Option<Bound<'_, PyString>>,
+        name: Option<&Bound<'_, PyAny>>,
         first: Option<&Bound<'_, PyAny>>,
         middle: Option<&Bound<'_, PyAny>>,
         last: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let name = crate::validate::name(name, "Sequence(name)")?;
         let mut objs: Vec<_> = steps.iter().collect();
         if let (true, Some(first), Some(last)) = (objs.is_empty(), first, last) {
             objs.push(first.clone());

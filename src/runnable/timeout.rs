@@ -11,16 +11,17 @@ use std::time::Duration;
 
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyTypeInfo};
 
 use super::base::{Node, Runnable};
 use super::{Args, Calls, Step};
-use crate::config::{parse_timeout, RunConfig};
+use crate::config::RunConfig;
 use crate::errors::step_timeout_error;
 use crate::exec::aio::timeout_on_loop;
 use crate::exec::coro::StepFuture;
 use crate::exec::{run_with_deadline, wait, Caller, Kind};
+use crate::validate;
 
 pub(crate) struct TimeoutNode {
     inner: Arc<Step>,
@@ -65,7 +66,7 @@ impl Node for TimeoutNode {
                 name,
             )),
             Caller::Thread => Box::pin(async move {
-                // `parse_timeout` checked that the seconds make a Duration.
+                // `validate::seconds` checked that the seconds make a Duration.
                 let deadline = wait::deadline_after(Duration::from_secs_f64(seconds));
                 let work = Arc::new(Calls::one(&self.inner, input, &args));
                 Python::attach(|py| {
@@ -117,7 +118,7 @@ impl Node for TimeoutNode {
 pub(crate) fn with_timeout(step: Step, seconds: &Bound<'_, PyAny>) -> PyResult<Py<Runnable>> {
     let node = TimeoutNode {
         inner: Arc::new(step),
-        seconds: Some(parse_timeout(seconds, "with_timeout(seconds)")?),
+        seconds: Some(validate::seconds(seconds, "with_timeout(seconds)")?),
     };
     Runnable::create(seconds.py(), node, Timeout, None)
 }
@@ -146,12 +147,10 @@ impl Timeout {
         slf: &Bound<'_, Self>,
         bound: &Bound<'_, PyAny>,
         seconds: Option<&Bound<'_, PyAny>>,
-        name: Option<Bound<'_, PyString>>,
+        name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let seconds = seconds
-            .filter(|s| !s.is_none())
-            .map(|s| parse_timeout(s, "Timeout(seconds)"))
-            .transpose()?;
+        let name = validate::name(name, "Timeout(name)")?;
+        let seconds = validate::optional_seconds(seconds, "Timeout(seconds)")?;
         let node = TimeoutNode {
             inner: Arc::new(Step::coerce(bound, "Timeout bound")?),
             seconds,
