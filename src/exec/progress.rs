@@ -322,7 +322,7 @@ fn shortened(text: &str, width: usize) -> String {
 /// The plain line: `label: 420/1000 42% [00:04<00:05, 98.2 it/s, 3 failed]`.
 fn line(label: &str, done: usize, total: usize, failed: usize, elapsed: Duration) -> String {
     let mut text = String::new();
-    let pct = if total == 0 { 100 } else { done * 100 / total };
+    let pct = (done * 100).checked_div(total).unwrap_or(100);
     let secs = elapsed.as_secs_f64();
     let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
     let eta = if done >= total {
