@@ -308,8 +308,9 @@ class Runnable(Generic[_In, _Out]):
         tqdm when it is installed (``pip install 'fastlcel[progress]'``), else as one line
         rewritten on stderr. ``True`` labels it with the runnable's name; a str is the label; a
         dict is tqdm's keyword arguments (``{"desc": "embed", "leave": False}``; the plain line
-        reads ``desc``). One bar per call: fan-outs inside it show none. ``None`` or ``False``
-        (the default): nothing is drawn and nothing is counted.
+        reads ``desc``). One bar per call: fan-outs inside it show none, and a ``with_config``
+        binding's own ``progress`` is not shown. ``None`` or ``False`` (the default): nothing
+        is drawn and nothing is counted.
 
         ``warn_blocking`` watches this call's async steps for holding the event loop (see
         :class:`BlockingStepWarning`): ``True`` (100 ms), a threshold in seconds, or ``False``

@@ -215,11 +215,11 @@ impl Blame {
         static WARN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         static WARN_EXPLICIT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         // At the step's function when it has code (its definition), else at the caller.
-        let code = func.and_then(|f| f.getattr(intern!(py, "__code__")).ok());
+        let code = func.and_then(|f| Some((f, f.getattr(intern!(py, "__code__")).ok()?)));
         match code {
-            Some(code) => {
+            Some((func, code)) => {
                 let kwargs = PyDict::new(py);
-                if let Ok(module) = func.expect("code comes from func").getattr("__module__") {
+                if let Ok(module) = func.getattr(intern!(py, "__module__")) {
                     kwargs.set_item("module", module)?;
                 }
                 WARN_EXPLICIT
