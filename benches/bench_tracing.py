@@ -82,6 +82,31 @@ def _with(runnable: Any, config: dict[str, Any]) -> Callable[[Any], Any]:
     return lambda x: runnable.invoke(x, config)
 
 
+def callback_calls_alone(handlers: list[Any], x: Any) -> dict[str, Any]:
+    """The calls into langchain_core's callback system that langchain_core's own Parallel of
+    10 Lambdas makes, and nothing else (no executor, no config handling, no step): the floor
+    of any implementation that opens its runs through those managers, as fastlcel does."""
+    from contextvars import copy_context
+
+    from langchain_core.callbacks import CallbackManager
+    from langchain_core.runnables.config import _set_config_context
+
+    def configure(callbacks: Any) -> Any:
+        return CallbackManager.configure(callbacks, None, False, None, None, None, None)
+
+    run = configure(handlers).on_chain_start(None, x, name="RunnableParallel")
+    out = {}
+    for i in range(10):
+        key = f"k{i}"
+        step = configure(run.get_child(f"map:key:{key}")).on_chain_start(None, x, name="_ident")
+        child = {"callbacks": step.get_child(), "tags": [], "metadata": {}, "configurable": {}}
+        copy_context().run(_set_config_context, child)
+        step.on_chain_end(x)
+        out[key] = x
+    run.on_chain_end(out)
+    return out
+
+
 def runs_per_call(runnable: Any, x: Any) -> int:
     counter = CountRuns()
     runnable.invoke(x, {"callbacks": [counter]})
@@ -175,6 +200,12 @@ def build_cases(server: LangSmithServer, client: Any) -> list[Case]:
                     "langchain_core RunnableParallel.invoke",
                     _bound(_with(lc_parallel, config), x),
                     min_ratio=10.0,
+                ),
+                # What langchain_core's managers alone cost: the ratio no implementation that
+                # opens its runs through them can pass.
+                Contender(
+                    "langchain_core's callback calls alone (floor)",
+                    lambda: callback_calls_alone(config["callbacks"], x),
                 ),
             ],
         ),

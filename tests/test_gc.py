@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import weakref
 
 import pytest
@@ -164,3 +166,47 @@ def test_a_finished_call_keeps_nothing_of_the_callers(impl: Impl, build, method:
         gc.collect()
         kept += ref() is not None
     assert kept == 0
+
+
+CONSTRUCTED_UNDER_GC = """
+import gc
+import subprocess
+import sys
+import fastlcel as f
+
+class Mine(f.Lambda):
+    pass
+
+ident = f.Lambda(lambda x: x)
+makers = [
+    lambda: f.Lambda(abs),
+    lambda: Mine(abs),
+    lambda: f.Generator(iter),
+    lambda: f.Parallel(a=ident),
+    lambda: ident | ident,
+    lambda: f.Passthrough.assign(n=ident),
+    lambda: ident.with_retry().with_timeout(1).with_cache(),
+]
+gc.set_threshold(1)  # a collection at every allocation: inside __new__ too
+for _ in range(50):
+    for make in makers:
+        # Empties the free list of dicts, so that the instance dict is a new allocation.
+        hold = [{} for _ in range(100)]
+        make()
+        del hold
+gc.set_threshold(700)
+print("ok")
+"""
+
+
+def test_a_collection_while_a_runnable_is_made(tmp_path) -> None:
+    """On CPython 3.11 `object.__new__` makes the instance dict after the object is tracked and
+    before its Rust part is written: a collection there must find a runnable with nothing to
+    traverse (it crashed the process)."""
+    script = tmp_path / "under_gc.py"
+    script.write_text(CONSTRUCTED_UNDER_GC)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"

@@ -8,7 +8,9 @@
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+use once_cell::race::OnceBox;
 
 use parking_lot::Mutex;
 use pyo3::gc::PyVisit;
@@ -156,7 +158,13 @@ const CALL_METHODS: [&str; 4] = ["invoke", "ainvoke", "transform", "atransform"]
 )]
 pub(crate) struct Runnable {
     /// Set once, by the class's `__init__` (or at once, for runnables made in Rust).
-    node: OnceLock<Arc<dyn Node>>,
+    ///
+    // NOTE: a `OnceBox` (a null pointer until set), not a `OnceLock`: on CPython 3.11,
+    // `object.__new__` makes the instance's `__dict__` after the object is tracked by the GC and
+    // before pyo3 writes this struct, so a collection there traverses the zeroed allocation. A
+    // zeroed `OnceBox` is empty; a zeroed `OnceLock` reads as set (std's "complete" state is 0)
+    // and the GC followed a null `Arc`: a segfault (tests/test_gc.py).
+    node: OnceBox<Arc<dyn Node>>,
     /// Its cost as a step of an enclosing fan-out.
     cost: Cost,
     /// The name it was given (`name=`, a Lambda's function name): langchain_core's `name`.
@@ -172,7 +180,7 @@ pub(crate) struct Runnable {
 impl Runnable {
     fn blank(subclass: bool, overrides: bool) -> Self {
         Self {
-            node: OnceLock::new(),
+            node: OnceBox::new(),
             cost: Cost::new(),
             name: Mutex::new(None),
             subclass,
@@ -184,7 +192,7 @@ impl Runnable {
     /// A runnable made in Rust around `node`.
     pub(crate) fn init(node: impl Node) -> PyClassInitializer<Self> {
         let this = Self::blank(false, false);
-        let _ = this.node.set(Arc::new(node));
+        let _ = this.node.set(Box::new(Arc::new(node)));
         PyClassInitializer::from(this)
     }
 
@@ -233,7 +241,7 @@ impl Runnable {
         name: Option<Bound<'_, PyString>>,
     ) -> PyResult<()> {
         let this = slf.get();
-        if this.node.set(Arc::new(node)).is_err() {
+        if this.node.set(Box::new(Arc::new(node))).is_err() {
             return Err(type_error(format!(
                 "this {} is already initialized: __init__ runs once, make a new one instead",
                 type_name(slf)
