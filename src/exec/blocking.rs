@@ -87,11 +87,15 @@ impl Detect {
 /// The running loop's `slow_callback_duration` if it is in debug mode.
 fn debug_threshold(py: Python<'_>) -> Option<Duration> {
     let running = aio::running_loop(py).ok().flatten()?;
-    if !running
-        .call_method0(intern!(py, "get_debug"))
-        .and_then(|d| d.is_truthy())
-        .unwrap_or(false)
-    {
+    // asyncio's loops keep the flag in `_debug` (an attribute read, where calling `get_debug()`
+    // costs a Python frame per call); others (uvloop) answer `get_debug()`.
+    let debug = match running.getattr(intern!(py, "_debug")) {
+        Ok(flag) => flag.is_truthy(),
+        Err(_) => running
+            .call_method0(intern!(py, "get_debug"))
+            .and_then(|d| d.is_truthy()),
+    };
+    if !debug.unwrap_or(false) {
         return None;
     }
     let seconds: f64 = running
