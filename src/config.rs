@@ -7,6 +7,8 @@ use pyo3::prelude::*;
 use crate::errors::{type_error, value_error};
 use pyo3::types::{PyDict, PyList, PyTuple};
 
+use crate::exec::blocking::Detect;
+use crate::exec::progress::Claim;
 use crate::limit::{ConcurrencyLimit, Limiter, RateLimiter};
 use crate::runnable::trace;
 use crate::validate;
@@ -26,6 +28,12 @@ pub(crate) struct RunConfig {
     /// Calls under this config open callback runs (see `runnable/trace.rs`): its callbacks have
     /// a handler, or tracing was on when the outermost call began.
     pub(crate) traced: bool,
+    /// `config["progress"]`: a bar over the call's first fan-out (see `exec::progress`), shared
+    /// by the configs derived from this one so that no fan-out inside shows another.
+    pub(crate) progress: Option<Arc<Claim>>,
+    /// `config["warn_blocking"]`: whether async steps are watched for holding the event loop
+    /// (see `exec::blocking`).
+    pub(crate) blocking: Detect,
 }
 
 #[derive(Default)]
@@ -84,6 +92,8 @@ impl RunConfig {
                 recursion_limit: DEFAULT_RECURSION_LIMIT,
                 policy: Policy::default(),
                 traced: false,
+                progress: None,
+                blocking: Detect::default(),
             });
         };
         let dict = config.cast::<PyDict>().map_err(|_| {
@@ -114,7 +124,19 @@ impl RunConfig {
             recursion_limit,
             policy: Policy::parse(dict)?,
             traced,
+            progress: validate::progress(dict.get_item("progress")?.as_ref())?
+                .map(|spec| Arc::new(Claim::new(spec))),
+            blocking: validate::warn_blocking(dict.get_item("warn_blocking")?.as_ref())?,
         })
+    }
+
+    /// A config derived from this one for the same call (a child's, a binding's) keeps its
+    /// `progress` claim and what its `warn_blocking` learnt.
+    fn derived(&self, mut child: Self) -> Self {
+        child.traced = child.traced || self.traced;
+        child.progress = self.progress.clone();
+        child.blocking = self.blocking.inherit();
+        child
     }
 
     /// The config of an outermost call, as langchain_core's `ensure_config` makes it: the
@@ -126,7 +148,8 @@ impl RunConfig {
             Some(inherited) => {
                 let merged = PyDict::new(py);
                 for (k, v) in inherited.iter() {
-                    if !v.is_none() {
+                    // A progress bar is the outer call's own.
+                    if !v.is_none() && !k.eq("progress")? {
                         merged.set_item(k, copied(&v)?)?;
                     }
                 }
@@ -172,9 +195,7 @@ impl RunConfig {
                 dict.del_item(key)?;
             }
         }
-        let mut child = Self::parse(Some(dict.as_any()))?;
-        child.traced = child.traced || self.traced;
-        Ok(child)
+        Ok(self.derived(Self::parse(Some(dict.as_any()))?))
     }
 
     /// The caller's dict as given (a new empty dict when none was).
@@ -192,9 +213,7 @@ impl RunConfig {
             None => PyDict::new(py),
         };
         dict.set_item("recursion_limit", limit)?;
-        let mut child = Self::parse(Some(dict.as_any()))?;
-        child.traced = child.traced || self.traced;
-        Ok(child)
+        Ok(self.derived(Self::parse(Some(dict.as_any()))?))
     }
 
     /// `bound` (a runnable's own config, from `with_config`) merged with this call's config,
@@ -238,8 +257,17 @@ impl RunConfig {
                 merged.set_item(k, value)?;
             }
         }
-        let mut merged = Self::parse(Some(merged.as_any()))?;
-        merged.traced = merged.traced || self.traced;
+        // A binding's own `progress` is not shown (the call's is); its own `warn_blocking`
+        // applies to what it binds.
+        let mut parsed = Self::parse(Some(merged.as_any()))?;
+        let blocking = std::mem::take(&mut parsed.blocking);
+        let mut merged = self.derived(parsed);
+        if bound
+            .get_item("warn_blocking")?
+            .is_some_and(|v| !v.is_none())
+        {
+            merged.blocking = blocking;
+        }
         Ok(merged)
     }
 
@@ -408,6 +436,28 @@ impl BatchConfig {
             Self::Shared(c) => c.max_concurrency,
             Self::PerInput(v) => v.first().and_then(|c| c.max_concurrency),
         }
+    }
+}
+
+impl RunConfig {
+    /// The `progress` bar of this call, to its first fan-out only.
+    pub(crate) fn claim_progress(&self) -> Option<Arc<Claim>> {
+        self.progress.as_ref().filter(|c| c.take()).cloned()
+    }
+}
+
+impl BatchConfig {
+    /// The `progress` bar of a batch: every config's claim is taken (no fan-out inside an item
+    /// shows one), the first one's shown.
+    pub(crate) fn claim_progress(&self) -> Option<Arc<Claim>> {
+        let configs: &[Arc<RunConfig>] = match self {
+            Self::Shared(c) => std::slice::from_ref(c),
+            Self::PerInput(v) => v,
+        };
+        configs
+            .iter()
+            .filter_map(|c| c.claim_progress())
+            .reduce(|first, _| first)
     }
 }
 

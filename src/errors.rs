@@ -4,7 +4,7 @@
 use std::any::Any;
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyException, PyRuntimeWarning, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
@@ -30,6 +30,16 @@ create_exception!(
      the call or is broken, or the function or its input could not be pickled to cross to it. \
      The executor's own exception is its ``__cause__``. Exceptions of the function itself are \
      never wrapped."
+);
+
+create_exception!(
+    fastlcel,
+    BlockingStepWarning,
+    PyRuntimeWarning,
+    "An async step held the event loop longer than its threshold in one go (the \
+     ``warn_blocking`` config key, or asyncio's debug mode): a blocking call inside an \
+     ``async def`` (``time.sleep``, ``requests``, file IO) stalls every other task on the loop. \
+     Issued once per step; ``step`` is the step's name, ``seconds`` how long it held the loop."
 );
 
 // NOTE: the errors below are made with `type(...)` at import: `create_exception!` takes a single
@@ -137,6 +147,7 @@ pub(crate) fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("FastLcelError", py.get_type::<FastLcelError>())?;
     m.add("PanicError", py.get_type::<PanicError>())?;
     m.add("ExecutorError", py.get_type::<ExecutorError>())?;
+    m.add("BlockingStepWarning", py.get_type::<BlockingStepWarning>())?;
     m.add("StepTimeoutError", step_timeout_type(py)?)?;
     m.add("FastLcelTypeError", type_error_type(py)?)?;
     m.add("FastLcelValueError", value_error_type(py)?)?;

@@ -5,10 +5,14 @@
 //! says what is allowed. Booleans are not counts, and a value too large to mean anything is
 //! refused as too large.
 
+use std::time::Duration;
+
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::errors::{type_error, value_error};
+use crate::exec::blocking::{self, Detect};
+use crate::exec::progress::Spec;
 
 /// The largest count taken anywhere (`sys.maxsize` on 64-bit platforms).
 pub(crate) const MAX_COUNT: u64 = i64::MAX as u64;
@@ -277,6 +281,74 @@ pub(crate) fn iterable(
         "{what} must be {expected}; got {}",
         shown_with_type(value)
     )))
+}
+
+/// `config['progress']`: True (a bar labelled with the runnable's name), a label, or a dict of
+/// tqdm's keyword arguments (its `desc` is the label); `None` or False: no bar.
+pub(crate) fn progress(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Spec>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    if let Ok(on) = value.cast::<PyBool>() {
+        return Ok(on.is_true().then_some(Spec {
+            label: None,
+            options: None,
+        }));
+    }
+    if let Ok(label) = value.cast::<PyString>() {
+        return Ok(Some(Spec {
+            label: Some(label.to_str()?.to_owned()),
+            options: None,
+        }));
+    }
+    if let Ok(options) = value.cast::<PyDict>() {
+        if let Some((key, _)) = options
+            .iter()
+            .find(|(k, _)| !k.is_instance_of::<PyString>())
+        {
+            return Err(type_error(format!(
+                "config['progress'] options must have str keys (tqdm's keyword arguments); \
+                 got key {}",
+                shown_with_type(&key)
+            )));
+        }
+        let label = match options.get_item("desc")? {
+            Some(desc) if !desc.is_none() => Some(desc.str()?.to_string()),
+            _ => None,
+        };
+        return Ok(Some(Spec {
+            label,
+            options: Some(options.copy()?.unbind()),
+        }));
+    }
+    Err(type_error(format!(
+        "config['progress'] must be True, a label (str) or a dict of tqdm options, or None or \
+         False for no bar; got {}",
+        shown_with_type(value)
+    )))
+}
+
+/// `config['warn_blocking']`: True (a threshold of 100 ms), a threshold in seconds, or False
+/// (never, even in asyncio's debug mode); `None`: in asyncio's debug mode only.
+pub(crate) fn warn_blocking(value: Option<&Bound<'_, PyAny>>) -> PyResult<Detect> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(Detect::default());
+    };
+    if let Ok(on) = value.cast::<PyBool>() {
+        return Ok(if on.is_true() {
+            Detect::On(blocking::DEFAULT_THRESHOLD)
+        } else {
+            Detect::Off
+        });
+    }
+    let what = "config['warn_blocking']";
+    if !value.is_instance_of::<PyInt>() && !value.is_instance_of::<PyFloat>() {
+        return Err(type_error(format!(
+            "{what} must be True, False, None or a threshold in seconds; got {}",
+            shown_with_type(value)
+        )));
+    }
+    Ok(Detect::On(Duration::from_secs_f64(seconds(value, what)?)))
 }
 
 /// The config keys fastlcel reads or merges itself, checked once per call: what `RunConfig`

@@ -34,6 +34,7 @@ __all__ = [
     "FastLcelError",
     "PanicError",
     "ExecutorError",
+    "BlockingStepWarning",
     "StepTimeoutError",
     "FastLcelTypeError",
     "FastLcelValueError",
@@ -99,6 +100,23 @@ class ExecutorError(FastLcelError):
     could not be pickled to cross to it. The message names the step; the executor's own exception
     is the ``__cause__``. An exception raised by the function itself is never wrapped.
     """
+
+class BlockingStepWarning(RuntimeWarning):
+    """An async step held the event loop longer than a threshold in one go.
+
+    A blocking call inside an ``async def`` step (``time.sleep``, ``requests.get``, file IO)
+    stalls every other task of the loop while it runs. When the ``warn_blocking`` config key
+    asks for it (or the loop is in asyncio's debug mode), fastlcel times each resumption of an
+    async step's coroutine (a ``Lambda``'s ``async def``, another runnable's ``ainvoke``) and
+    warns once per step when one passes the threshold (100 ms by default; the loop's
+    ``slow_callback_duration`` in debug mode). Time spent in a runnable the step awaits counts
+    for that runnable's own steps. The warning points at the step's function; ``step`` is the
+    step's name (as its run is named), ``seconds`` how long it held the loop. Turned into an
+    error (``-W error::fastlcel.BlockingStepWarning``), it fails the step.
+    """
+
+    step: str
+    seconds: float
 
 class StepTimeoutError(FastLcelError, TimeoutError):
     """A step did not finish within its timeout (``with_timeout`` or the ``timeout`` config key).
@@ -283,6 +301,21 @@ class Runnable(Generic[_In, _Out]):
         Three more config keys apply to this call (to each input of a batch), once, not again to
         every step inside it: ``timeout`` (seconds, see :meth:`with_timeout`), ``rate_limiter``
         (a :class:`RateLimiter`) and ``concurrency_limit`` (a :class:`ConcurrencyLimit`).
+
+        ``progress`` shows a progress bar over the call's first fan-out (a :class:`Parallel`'s
+        steps, a ``map()``'s items; for :meth:`batch`, :meth:`abatch` and the as-completed
+        iterators, the inputs): items done of total, failures so far, rate and ETA, drawn by
+        tqdm when it is installed (``pip install 'fastlcel[progress]'``), else as one line
+        rewritten on stderr. ``True`` labels it with the runnable's name; a str is the label; a
+        dict is tqdm's keyword arguments (``{"desc": "embed", "leave": False}``; the plain line
+        reads ``desc``). One bar per call: fan-outs inside it show none, and a ``with_config``
+        binding's own ``progress`` is not shown. ``None`` or ``False`` (the default): nothing
+        is drawn and nothing is counted.
+
+        ``warn_blocking`` watches this call's async steps for holding the event loop (see
+        :class:`BlockingStepWarning`): ``True`` (100 ms), a threshold in seconds, or ``False``
+        (never, even in asyncio's debug mode); by default (``None``) only when the loop is in
+        debug mode. In :meth:`with_config`, it watches that runnable's steps.
         """
     def ainvoke(
         self, input: Any, config: _Config | None = None, **kwargs: Any

@@ -176,9 +176,15 @@ pub(crate) struct PyAwait {
 
 impl PyAwait {
     pub(crate) fn new(awaitable: Py<PyAny>) -> Self {
+        Self::in_context(awaitable, None)
+    }
+
+    /// Awaits `awaitable` with its code run in the contextvars context `ctx` (if any), as a
+    /// task made with `context=ctx` would.
+    pub(crate) fn in_context(awaitable: Py<PyAny>, ctx: Option<Py<PyAny>>) -> Self {
         Self {
             state: AwaitState::Start(awaitable),
-            ctx: None,
+            ctx,
         }
     }
 }
@@ -244,11 +250,7 @@ pub(crate) async fn py_await_in(
     awaitable: Py<PyAny>,
     ctx: Option<Py<PyAny>>,
 ) -> PyResult<Py<PyAny>> {
-    PyAwait {
-        state: AwaitState::Start(awaitable),
-        ctx,
-    }
-    .await
+    PyAwait::in_context(awaitable, ctx).await
 }
 
 enum CoroState {

@@ -16,6 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 pub(crate) mod aio;
+pub(crate) mod blocking;
 pub(crate) mod bridge;
 pub(crate) mod context;
 pub(crate) mod coro;
@@ -23,6 +24,7 @@ pub(crate) mod external;
 pub(crate) mod fanout;
 pub(crate) mod gather;
 pub(crate) mod pool;
+pub(crate) mod progress;
 pub(crate) mod queue;
 pub(crate) mod stream;
 pub(crate) mod wait;

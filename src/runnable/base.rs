@@ -31,8 +31,9 @@ use crate::config::{type_name, BatchConfig, Policy, RunConfig};
 use crate::errors::type_error;
 use crate::exec::context::Context;
 use crate::exec::coro::{block_on, Coroutine, StepFuture};
+use crate::exec::progress::{self, held_by, Shown};
 use crate::exec::stream::{as_completed, ChunkAsyncIterator, ChunkIterator, Chunks};
-use crate::exec::{fan_out, Caller, Collect, Cost, FanOpts, Kind};
+use crate::exec::{fan_out, Caller, Collect, Cost, FanOpts, Kind, Work};
 use crate::validate::{self, Attempts, CacheSize, Jitter, ReturnExceptions};
 
 /// How a runnable streams (langchain_core's shapes of `transform`).
@@ -460,8 +461,8 @@ impl Runnable {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let (calls, opts) = batch_calls(slf, inputs, config, return_exceptions, kwargs, true)?;
-        let values = block_on(fan_out(Arc::new(calls), opts, Caller::Thread))?;
+        let (work, opts, _bar) = batch_calls(slf, inputs, config, return_exceptions, kwargs, true)?;
+        let values = block_on(fan_out(work, opts, Caller::Thread))?;
         Collect::List.build(py, values)
     }
 
@@ -476,9 +477,10 @@ impl Runnable {
         return_exceptions: ReturnExceptions,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Coroutine> {
-        let (calls, opts) = batch_calls(slf, inputs, config, return_exceptions, kwargs, true)?;
+        let (work, opts, bar) = batch_calls(slf, inputs, config, return_exceptions, kwargs, true)?;
         Ok(Coroutine::new(Box::pin(async move {
-            let values = fan_out(Arc::new(calls), opts, Caller::Loop).await?;
+            let _bar = bar;
+            let values = fan_out(work, opts, Caller::Loop).await?;
             Python::attach(|py| Collect::List.build(py, values))
         })))
     }
@@ -671,11 +673,10 @@ impl Runnable {
         return_exceptions: ReturnExceptions,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<ChunkIterator> {
-        let (calls, opts) = batch_calls(slf, inputs, config, return_exceptions, kwargs, false)?;
-        ChunkIterator::new(
-            slf.py(),
-            as_completed(Arc::new(calls), opts, Caller::Thread),
-        )
+        let (work, opts, bar) = batch_calls(slf, inputs, config, return_exceptions, kwargs, false)?;
+        let n = work.len();
+        let chunks = held_by(as_completed(work, opts, Caller::Thread), n, bar);
+        ChunkIterator::new(slf.py(), chunks)
     }
 
     /// The async iterator counterpart of :meth:`batch_as_completed`.
@@ -690,8 +691,10 @@ impl Runnable {
         return_exceptions: ReturnExceptions,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<ChunkAsyncIterator> {
-        let (calls, opts) = batch_calls(slf, inputs, config, return_exceptions, kwargs, false)?;
-        ChunkAsyncIterator::new(slf.py(), as_completed(Arc::new(calls), opts, Caller::Loop))
+        let (work, opts, bar) = batch_calls(slf, inputs, config, return_exceptions, kwargs, false)?;
+        let n = work.len();
+        let chunks = held_by(as_completed(work, opts, Caller::Loop), n, bar);
+        ChunkAsyncIterator::new(slf.py(), chunks)
     }
 
     /// langchain_core's `astream_events` (versions "v1" and "v2"): the events of this call's
@@ -1012,7 +1015,8 @@ fn rebind<'py>(
     Binding::make(py, BindingNode::from_parts(parts))
 }
 
-/// The calls of `batch` and its kin: this runnable on every input, and the fan-out's options.
+/// The calls of `batch` and its kin: this runnable on every input, the fan-out's options, and
+/// the progress bar the config asks for (closed when dropped).
 /// `batched`: the items are a `batch`'s (langchain_core's `batch_as_completed` invokes them).
 fn batch_calls(
     slf: &Bound<'_, Runnable>,
@@ -1021,7 +1025,7 @@ fn batch_calls(
     return_exceptions: ReturnExceptions,
     kwargs: Option<&Bound<'_, PyDict>>,
     batched: bool,
-) -> PyResult<(Calls, FanOpts)> {
+) -> PyResult<(Arc<dyn Work>, FanOpts, Option<Shown>)> {
     let step = Step::runnable(slf)?;
     let inputs = collect_inputs(inputs)?;
     let configs = BatchConfig::parse(slf.py(), config, inputs.len())?;
@@ -1029,15 +1033,17 @@ fn batch_calls(
         max_concurrency: configs.max_concurrency(),
         return_exceptions: return_exceptions.0,
     };
-    let step = with_config_policy(slf.py(), step, configs.policies())?;
+    let progress = configs.claim_progress();
+    let step = Arc::new(with_config_policy(slf.py(), step, configs.policies())?);
     let calls = Calls::Map {
-        step: Arc::new(step),
+        step: Arc::clone(&step),
         inputs,
         configs,
         kwargs: kwargs_of(kwargs),
         batched,
     };
-    Ok((calls, opts))
+    let (work, bar) = progress::shown(Arc::new(calls), progress, |py| step.name(py))?;
+    Ok((work, opts, bar))
 }
 
 /// `step` under the policy keys of its call's config (`concurrency_limit`, then

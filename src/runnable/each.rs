@@ -13,6 +13,7 @@ use super::base::{Node, Runnable};
 use super::{collect_inputs, Args, Calls, Step};
 use crate::config::BatchConfig;
 use crate::exec::coro::StepFuture;
+use crate::exec::progress;
 use crate::exec::{fan_out, Caller, Collect, FanOpts, Kind};
 
 pub(crate) struct EachNode {
@@ -32,6 +33,7 @@ impl Node for EachNode {
                 max_concurrency: args.config.max_concurrency,
                 return_exceptions: false,
             };
+            let claim = args.config.claim_progress();
             let calls = Calls::Map {
                 step: Arc::clone(&self.inner),
                 inputs,
@@ -39,7 +41,8 @@ impl Node for EachNode {
                 kwargs: args.kwargs.clone(),
                 batched: false,
             };
-            let values = fan_out(Arc::new(calls), opts, mode).await?;
+            let (work, _bar) = progress::shown(Arc::new(calls), claim, |py| self.name(py))?;
+            let values = fan_out(work, opts, mode).await?;
             Python::attach(|py| Collect::List.build(py, values))
         })
     }

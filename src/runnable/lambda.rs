@@ -16,8 +16,9 @@ use pyo3::{intern, PyTraverseError, PyTypeInfo};
 
 use super::base::{Node, Runnable, Streaming};
 use super::{describe, may_be_runnable, returned_runnable, trace, Args, Here, Step};
+use crate::exec::blocking::{self, Blame};
 use crate::exec::context;
-use crate::exec::coro::{py_await_in, StepFuture};
+use crate::exec::coro::StepFuture;
 use crate::exec::external::Executor;
 use crate::exec::stream::{accumulate, Accumulator, ChunkAsyncIterator, ChunkIterator, Chunks};
 use crate::exec::{aio, bridge, Caller, Kind};
@@ -135,6 +136,8 @@ pub(crate) struct LambdaNode {
     repr: OnceLock<String>,
     /// Where `func` runs instead of here (`Lambda(..., executor=...)`).
     executor: Option<Executor>,
+    /// Warned about once for holding the event loop (see `exec::blocking`).
+    blame: Blame,
 }
 
 impl LambdaNode {
@@ -184,16 +187,28 @@ impl LambdaNode {
                 ))
             }));
         };
-        let (made, ctx) = Python::attach(|py| {
+        let (made, ctx, threshold) = Python::attach(|py| {
+            let threshold = self.blame.threshold(py, &args.config.blocking);
             afunc
                 .call(py, input.bind(py), args)
-                .map(|c| (c.output.clone().unbind(), c.ctx()))
+                .map(|c| (c.output.clone().unbind(), c.ctx(), threshold))
         })?;
         if afunc.async_generator {
             let total = accumulate(Chunks::from_aiter_in(made, ctx)).await?;
             return Ok(total.unwrap_or_else(|| Python::attach(|py| py.None())));
         }
-        py_await_in(made, ctx).await
+        let who = |py: Python<'_>| (self.run_name(py, args), Some(afunc.func.clone_ref(py)));
+        blocking::await_step(made, ctx, threshold, &self.blame, who).await
+    }
+
+    /// The name of its run: the one `Step::name` gave a traced call, else the name it was
+    /// given or its function's.
+    fn run_name(&self, py: Python<'_>, args: &Args) -> String {
+        match (&args.name, &self.name) {
+            (Some(name), _) => name.clone(),
+            (None, Some(name)) => name.bind(py).to_string(),
+            (None, None) => self.name(py),
+        }
     }
 
     /// Whether this call runs the sync function: on a thread, or an inline one anywhere.
@@ -431,6 +446,7 @@ impl LambdaNode {
             kind,
             repr: OnceLock::new(),
             executor: None,
+            blame: Blame::new(),
         })
     }
 
@@ -587,11 +603,15 @@ impl Node for LambdaNode {
             _ => {}
         }
         match &self.afunc {
-            // A traced call runs in its run: not the fast path.
+            // A traced call runs in its run, a watched one is timed: not the fast path.
             Some(afunc)
                 if self.kind == LambdaKind::Function
                     && !afunc.async_generator
-                    && !args.config.traced =>
+                    && !args.config.traced
+                    && self
+                        .blame
+                        .threshold(input.py(), &args.config.blocking)
+                        .is_none() =>
             {
                 afunc.call(input.py(), input, args).map(|c| Some(c.output))
             }

@@ -16,7 +16,8 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyT
 use pyo3::{intern, PyTraverseError};
 
 use crate::config::{type_name, BatchConfig, RunConfig};
-use crate::exec::coro::{py_await_in, StepFuture};
+use crate::exec::blocking::{self, Blame};
+use crate::exec::coro::StepFuture;
 use crate::exec::stream::{accumulate, dispatch_stream, ChunkAsyncIterator, ChunkIterator, Chunks};
 use crate::exec::{dispatch, Caller, Cost, Kind, Work};
 
@@ -137,6 +138,8 @@ pub(crate) enum Step {
         has_invoke: bool,
         has_ainvoke: bool,
         cost: Cost,
+        /// Warned about once for holding the event loop (see `exec::blocking`).
+        blame: Arc<Blame>,
     },
 }
 
@@ -159,6 +162,7 @@ impl Step {
                 has_invoke: true,
                 has_ainvoke: true,
                 cost: Cost::new(),
+                blame: Arc::new(Blame::new()),
             });
         }
         Ok(Step::Native(r.clone().unbind()))
@@ -197,6 +201,7 @@ impl Step {
                 has_invoke,
                 has_ainvoke,
                 cost: Cost::new(),
+                blame: Arc::new(Blame::new()),
             });
         }
         if obj.is_callable() {
@@ -260,10 +265,14 @@ impl Step {
         match self {
             Step::Native(r) => Here::Node(Arc::clone(r.get().node())),
             Step::Foreign {
-                obj, has_invoke, ..
+                obj,
+                has_invoke,
+                blame,
+                ..
             } => Here::Foreign {
                 obj: Python::attach(|py| obj.clone_ref(py)),
                 has_invoke: *has_invoke,
+                blame: Arc::clone(blame),
             },
         }
     }
@@ -275,11 +284,7 @@ impl Step {
             Step::Native(r) => {
                 Runnable::name_of(r.bind(py)).unwrap_or_else(|_| type_name(r.bind(py)))
             }
-            Step::Foreign { obj, .. } => obj
-                .bind(py)
-                .call_method0(intern!(py, "get_name"))
-                .and_then(|n| n.extract::<String>())
-                .unwrap_or_else(|_| type_name(obj.bind(py))),
+            Step::Foreign { obj, .. } => foreign_name(obj.bind(py)),
         }
     }
 
@@ -307,12 +312,14 @@ impl Step {
                 obj,
                 has_invoke,
                 has_ainvoke,
+                blame,
                 ..
             } => Step::Foreign {
                 obj: obj.clone_ref(py),
                 has_invoke: *has_invoke,
                 has_ainvoke: *has_ainvoke,
                 cost: Cost::new(),
+                blame: Arc::clone(blame),
             },
         }
     }
@@ -336,20 +343,28 @@ impl Step {
 /// A step as it runs once placed: its node, or a foreign runnable called through its methods.
 pub(crate) enum Here {
     Node(Arc<dyn Node>),
-    Foreign { obj: Py<PyAny>, has_invoke: bool },
+    Foreign {
+        obj: Py<PyAny>,
+        has_invoke: bool,
+        blame: Arc<Blame>,
+    },
 }
 
 impl Here {
     /// Runs `mode`'s way, right here (a fastlcel runnable in its run, if traced).
     pub(crate) fn run(self, input: Py<PyAny>, args: Args, mode: Caller) -> StepFuture {
-        let (obj, has_invoke) = match self {
+        let (obj, has_invoke, blame) = match self {
             Here::Node(node) => return trace::run(node, input, args, mode),
-            Here::Foreign { obj, has_invoke } => (obj, has_invoke),
+            Here::Foreign {
+                obj,
+                has_invoke,
+                blame,
+            } => (obj, has_invoke, blame),
         };
         Box::pin(async move {
             let sync = mode == Caller::Thread && has_invoke;
             // langchain_core calls a step in a context holding its config (`set_config_context`).
-            let (output, ctx) = Python::attach(|py| -> PyResult<(Py<PyAny>, Option<Py<PyAny>>)> {
+            let called = Python::attach(|py| -> PyResult<_> {
                 let method = if sync {
                     intern!(py, "invoke")
                 } else {
@@ -366,20 +381,24 @@ impl Here {
                     Some(ctx) => crate::exec::context::enter(ctx, call)?,
                     None => call()?,
                 };
-                Ok((output, ctx.map(Bound::unbind)))
+                let threshold = (!sync)
+                    .then(|| blame.threshold(py, &args.config.blocking))
+                    .flatten();
+                Ok((output, ctx.map(Bound::unbind), threshold))
             })?;
+            let (output, ctx, threshold) = called;
             if sync {
-                Ok(output)
-            } else {
-                py_await_in(output, ctx).await
+                return Ok(output);
             }
+            let who = |py: Python<'_>| (foreign_name(obj.bind(py)), None);
+            blocking::await_step(output, ctx, threshold, &blame, who).await
         })
     }
 
     /// Streams `mode`'s way, right here: a foreign runnable through its `transform` (or
     /// `atransform`) if it has one.
     pub(crate) fn stream(self, input: Chunks, args: Args, mode: Caller) -> Chunks {
-        let (obj, has_invoke) = match self {
+        let (obj, has_invoke, blame) = match self {
             Here::Node(node) => {
                 return match node.streaming() {
                     Streaming::Transform => trace::transform(node, input, args, mode),
@@ -387,7 +406,11 @@ impl Here {
                     Streaming::Delegate => node.transform(input, args, mode),
                 }
             }
-            Here::Foreign { obj, has_invoke } => (obj, has_invoke),
+            Here::Foreign {
+                obj,
+                has_invoke,
+                blame,
+            } => (obj, has_invoke, blame),
         };
         let method = match mode {
             Caller::Thread => "transform",
@@ -395,7 +418,11 @@ impl Here {
         };
         let streams = Python::attach(|py| obj.bind(py).hasattr(method).unwrap_or(false));
         if !streams {
-            let here = Here::Foreign { obj, has_invoke };
+            let here = Here::Foreign {
+                obj,
+                has_invoke,
+                blame,
+            };
             return run_on_sum(input, mode, move |value| here.run(value, args, mode));
         }
         let made = Python::attach(|py| -> PyResult<Chunks> {
@@ -414,6 +441,14 @@ impl Here {
         });
         made.unwrap_or_else(|err| Chunks::failed(err, mode))
     }
+}
+
+/// langchain_core's `get_name()` of a foreign runnable, else its type's name.
+fn foreign_name(obj: &Bound<'_, PyAny>) -> String {
+    let py = obj.py();
+    obj.call_method0(intern!(py, "get_name"))
+        .and_then(|n| n.extract::<String>())
+        .unwrap_or_else(|_| type_name(obj))
 }
 
 /// The stream of a runnable that cannot stream: the sum of its input chunks, run, as one chunk

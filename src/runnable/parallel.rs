@@ -13,6 +13,7 @@ use pyo3::{PyTraverseError, PyTypeInfo};
 use super::base::{Node, Runnable, Streaming};
 use super::{addable_dict, describe, indent_after_first, map_key, Args, Calls, Step};
 use crate::exec::coro::StepFuture;
+use crate::exec::progress;
 use crate::exec::stream::{merge, tee, Chunks};
 use crate::exec::{fan_out, Caller, Collect, FanOpts, Kind};
 
@@ -102,13 +103,15 @@ impl Node for ParallelNode {
                 max_concurrency: args.config.max_concurrency,
                 return_exceptions: self.on_error == OnError::Collect,
             };
+            let claim = args.config.claim_progress();
             let calls = Calls::Fan {
                 steps: Arc::clone(&self.steps),
                 keys: Arc::clone(&self.keys),
                 input,
                 args,
             };
-            let values = fan_out(Arc::new(calls), opts, mode).await?;
+            let (work, _bar) = progress::shown(Arc::new(calls), claim, |py| self.name(py))?;
+            let values = fan_out(work, opts, mode).await?;
             Python::attach(|py| self.collect(py).build(py, values))
         })
     }
