@@ -60,3 +60,20 @@ pub(crate) fn enter<T>(ctx: &Bound<'_, PyAny>, f: impl FnOnce() -> PyResult<T>) 
     }
     result
 }
+
+/// `var.get()` of a `contextvars.ContextVar` in the current context: its value, its default,
+/// or `None` if it has neither. Through the C API: a method call costs several times more, and
+/// the tracing checks read such variables on every outermost call.
+pub(crate) fn var_get<'py>(var: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = var.py();
+    let mut value: *mut ffi::PyObject = std::ptr::null_mut();
+    // SAFETY: `var` is a live object and the GIL is held (`Bound`); PyContextVar_Get checks that
+    // it is a ContextVar (setting an error otherwise) and writes a new reference, or NULL when
+    // the variable has no value and no default, to `value`.
+    let rc = unsafe { ffi::PyContextVar_Get(var.as_ptr(), std::ptr::null_mut(), &mut value) };
+    if rc < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: `value` is the new reference (or NULL) PyContextVar_Get gave us.
+    Ok(unsafe { Bound::from_owned_ptr_or_opt(py, value) })
+}

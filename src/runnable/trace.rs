@@ -67,8 +67,10 @@ pub(crate) fn inherited_config(py: Python<'_>) -> PyResult<Option<Bound<'_, PyDi
     ) else {
         return Ok(None);
     };
-    let value = var.call_method0(intern!(py, "get"))?;
-    Ok(value.cast_into::<PyDict>().ok().filter(|d| !d.is_empty()))
+    let value = context::var_get(&var)?;
+    Ok(value
+        .and_then(|v| v.cast_into::<PyDict>().ok())
+        .filter(|d| !d.is_empty()))
 }
 
 /// Whether runs are traced by something outside the config: langchain_core's debug flag,
@@ -152,7 +154,7 @@ fn hooks(py: Python<'_>) -> PyResult<bool> {
             Bound<'_, PyAny>,
             Bound<'_, PyAny>,
         ) = hook.extract()?;
-        if !var.call_method0(intern!(py, "get"))?.is_none() {
+        if context::var_get(&var)?.is_some_and(|v| !v.is_none()) {
             return Ok(true);
         }
         if !env_var.is_none() && !handler_class.is_none() {
@@ -230,7 +232,7 @@ fn langsmith_quiet(py: Python<'_>) -> PyResult<bool> {
         &inputs.enabled_var,
         &inputs.parent_var,
     ] {
-        if !var.bind(py).call_method0(intern!(py, "get"))?.is_none() {
+        if context::var_get(var.bind(py))?.is_some_and(|v| !v.is_none()) {
             return Ok(false);
         }
     }
