@@ -260,6 +260,26 @@ impl Runnable {
             .expect("a runnable is checked to be initialized before it is used")
     }
 
+    /// `__getattr__` of a wrapper whose other attributes are those of what it wraps, as
+    /// langchain_core's RunnableBinding and RunnableWithFallbacks have them: the glue function
+    /// `glue` of `fastlcel._langchain` answers. Dunder names, and any name of a wrapper whose
+    /// `__init__` did not run, are missing.
+    pub(crate) fn wrapped_getattr<'py>(
+        slf: &Bound<'py, Runnable>,
+        name: &str,
+        glue: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        if name.starts_with("__") || slf.get().node.get().is_none() {
+            return Err(pyo3::exceptions::PyAttributeError::new_err(name.to_owned()));
+        }
+        static GLUE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+        GLUE.get_or_try_init(py, || py.import("fastlcel._langchain").map(Bound::unbind))?
+            .bind(py)
+            .getattr(glue)?
+            .call1((slf, name))
+    }
+
     /// Its node, or a clear error for an instance of a subclass whose `__init__` did not call
     /// the fastlcel class's.
     pub(crate) fn ready<'a>(slf: &'a Bound<'_, Runnable>) -> PyResult<&'a Arc<dyn Node>> {

@@ -320,13 +320,6 @@ impl Binding {
     /// Other attributes are the bound runnable's, a method taking a config getting the
     /// binding's merged in (as langchain_core's RunnableBinding: `model.bind(...).model_name`).
     fn __getattr__<'py>(slf: &Bound<'py, Self>, name: &str) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        if name.starts_with("__") || Self::node(slf).is_err() {
-            return Err(pyo3::exceptions::PyAttributeError::new_err(name.to_owned()));
-        }
-        static GETATTR: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
-        GETATTR
-            .import(py, "fastlcel._langchain", "binding_getattr")?
-            .call1((slf, name))
+        Runnable::wrapped_getattr(slf.as_super(), name, "binding_getattr")
     }
 }

@@ -382,13 +382,6 @@ impl WithFallbacks {
     /// Other attributes are the runnable's, a method that returns a runnable applied to every
     /// fallback too (as langchain_core's: `model.with_fallbacks([...]).bind_tools(...)`).
     fn __getattr__<'py>(slf: &Bound<'py, Self>, name: &str) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        if name.starts_with("__") || Self::node(slf).is_err() {
-            return Err(pyo3::exceptions::PyAttributeError::new_err(name.to_owned()));
-        }
-        static GETATTR: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
-        GETATTR
-            .import(py, "fastlcel._langchain", "fallbacks_getattr")?
-            .call1((slf, name))
+        Runnable::wrapped_getattr(slf.as_super(), name, "fallbacks_getattr")
     }
 }
