@@ -275,24 +275,18 @@ print(chain.invoke(1))
 """  # the LangSmith client sends what it holds at exit
 
 
-def test_tracing_enabled_by_environment_posts_the_same_runs(server: Server, tmp_path: Any) -> None:
-    """LANGSMITH_TRACING=true, as most users turn tracing on, in a fresh process: a program
-    that swapped its only langchain import for fastlcel's is traced as before."""
-    import os
+def run_on_both(server: Server, tmp_path: Any, script: str, env: dict[str, str]) -> dict:
+    """Runs `script` in a fresh process with each library (its argument), the LangSmith client
+    pointed at `server`: each one's stdout and the run trees it posted (the client sends what it
+    holds at exit)."""
     import subprocess
     import sys
 
-    env = {
-        **os.environ,
-        "LANGSMITH_TRACING": "true",
-        "LANGSMITH_ENDPOINT": server.url,
-        "LANGSMITH_API_KEY": "test",
-        "LANGSMITH_PROJECT": "fastlcel-tests",
-    }
-    posted = {}
+    env = {**env, "LANGSMITH_ENDPOINT": server.url, "LANGSMITH_API_KEY": "test"}
+    outcome = {}
     for lib in ("langchain_core", "fastlcel"):
         done = subprocess.run(
-            [sys.executable, "-c", ENV_SCRIPT, lib],
+            [sys.executable, "-c", script, lib],
             capture_output=True,
             text=True,
             timeout=60,
@@ -300,10 +294,21 @@ def test_tracing_enabled_by_environment_posts_the_same_runs(server: Server, tmp_
             cwd=tmp_path,
         )
         assert done.returncode == 0, done.stderr
-        assert done.stdout.strip() == "{'a': 4, 'b': 2}"
-        posted[lib] = trees(server.take())
-    assert posted["fastlcel"] == posted["langchain_core"]
-    assert len(posted["fastlcel"]) == 1
+        outcome[lib] = (done.stdout, trees(server.take()))
+    return outcome
+
+
+def test_tracing_enabled_by_environment_posts_the_same_runs(server: Server, tmp_path: Any) -> None:
+    """LANGSMITH_TRACING=true, as most users turn tracing on, in a fresh process: a program
+    that swapped its only langchain import for fastlcel's is traced as before."""
+    import os
+
+    env = {**os.environ, "LANGSMITH_TRACING": "true", "LANGSMITH_PROJECT": "fastlcel-tests"}
+    outcome = run_on_both(server, tmp_path, ENV_SCRIPT, env)
+    for stdout, _ in outcome.values():
+        assert stdout.strip() == "{'a': 4, 'b': 2}"
+    assert outcome["fastlcel"][1] == outcome["langchain_core"][1]
+    assert len(outcome["fastlcel"][1]) == 1
 
 
 CONFIGURE_SCRIPT = """
@@ -329,26 +334,10 @@ def test_tracing_enabled_by_langsmith_configure_posts_the_same_runs(
     """`langsmith.configure(enabled=True)` turns tracing on in the calling context and, as a
     global fallback, in every other thread: both libraries post the same runs."""
     import os
-    import subprocess
-    import sys
 
-    env = {
-        **{k: v for k, v in os.environ.items() if "TRACING" not in k},
-        "LANGSMITH_ENDPOINT": server.url,
-        "LANGSMITH_API_KEY": "test",
-    }
-    posted = {}
-    for lib in ("langchain_core", "fastlcel"):
-        done = subprocess.run(
-            [sys.executable, "-c", CONFIGURE_SCRIPT, lib],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            cwd=tmp_path,
-        )
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.split() == ["{'a':", "4,", "'b':", "2}", "{'a':", "6,", "'b':", "3}"]
-        posted[lib] = trees(server.take())
-    assert posted["fastlcel"] == posted["langchain_core"]
-    assert len(posted["fastlcel"]) == 2
+    env = {k: v for k, v in os.environ.items() if "TRACING" not in k}
+    outcome = run_on_both(server, tmp_path, CONFIGURE_SCRIPT, env)
+    for stdout, _ in outcome.values():
+        assert stdout.split() == ["{'a':", "4,", "'b':", "2}", "{'a':", "6,", "'b':", "3}"]
+    assert outcome["fastlcel"][1] == outcome["langchain_core"][1]
+    assert len(outcome["fastlcel"][1]) == 2
