@@ -5,6 +5,8 @@ but for the lazy import."""
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import sys
 import time
@@ -15,7 +17,7 @@ from typing import Any
 import pytest
 from conftest import Child, run_async
 from fastlcel import Lambda, RayExecutor, StepTimeoutError
-from remote import StepError, fail, fail_on_odd, inc, pid, sleep_then
+from remote import StepError, add, fail, fail_on_odd, inc, pid, sleep_then
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -154,3 +156,106 @@ def test_another_driver_joins_the_cluster(cluster: Any, tmp_path) -> None:
     returncode, out, err, _ = child.finish(timeout=60)
     assert returncode == 0, err
     assert out.strip().splitlines()[-1] == "[2, 3]"
+
+
+def test_a_quick_task_is_not_held_back_by_slow_ones(executor: RayExecutor) -> None:
+    """Tasks in flight are watched together: a quick call's value comes back while two slow
+    tasks (each holding a CPU until it is cancelled) are still running."""
+    slow = Lambda(sleep_then, executor=RayExecutor(num_cpus=0.5)).with_timeout(20)
+    quick = Lambda(inc, executor=RayExecutor(num_cpus=0.5))
+
+    async def both() -> tuple[list[Any], float]:
+        import asyncio
+
+        running = asyncio.ensure_future(slow.abatch([30, 30], return_exceptions=True))
+        await asyncio.sleep(1.0)  # the slow tasks are running
+        started = time.monotonic()
+        for x in range(20):
+            assert await quick.ainvoke(x) == x + 1
+        seconds = time.monotonic() - started
+        running.cancel()
+        return [await asyncio.gather(running, return_exceptions=True)], seconds
+
+    _, seconds = run_async(both)
+    assert seconds < 5  # 20 round trips of a few ms each, not a wait for the slow tasks
+
+
+def test_ray_shut_down_with_tasks_in_flight_fails_them(cluster: Any, tmp_path) -> None:
+    """A driver that disconnects (``ray.shutdown()``) while its calls wait: each call fails as
+    the step's ExecutorError, and fastlcel does not start a new Ray behind the user's back."""
+    address = cluster.address_info["address"]
+    child = Child(
+        f"""
+        import threading, time, ray
+        from fastlcel import ExecutorError, Lambda, RayExecutor
+        ray.init(address={address!r}, log_to_driver=False)
+        step = Lambda(time.sleep, executor=RayExecutor(num_cpus=0.1))
+        got = []
+        def call():
+            try:
+                got.append(step.batch([30, 30]))
+            except ExecutorError as exc:
+                got.append(exc)
+        caller = threading.Thread(target=call)
+        caller.start()
+        time.sleep(2)
+        ray.shutdown()
+        caller.join(20)
+        print(caller.is_alive(), type(got[0]).__name__, ray.is_initialized())
+        print(got[0])
+        """,
+        tmp_path,
+    )
+    returncode, out, err, _ = child.finish(timeout=60)
+    assert returncode == 0, err
+    lines = out.strip().splitlines()
+    assert lines[-2] == "False ExecutorError False", (out, err)
+    assert lines[-1] == (
+        "RunnableLambda(sleep): its executor (RayExecutor) is broken: "
+        "Ray was shut down (ray.shutdown) with the task in flight"
+    )
+
+
+def test_the_process_exits_with_tasks_in_flight(cluster: Any, tmp_path) -> None:
+    address = cluster.address_info["address"]
+    child = Child(
+        f"""
+        import time, ray
+        from fastlcel import RayExecutor
+        ray.init(address={address!r}, log_to_driver=False)
+        future = RayExecutor(num_cpus=0.1).submit(time.sleep, 30)
+        time.sleep(1)
+        print("exiting")
+        """,
+        tmp_path,
+    )
+    returncode, out, err, seconds = child.finish(timeout=60)
+    assert (returncode, out.strip().splitlines()[-1]) == (0, "exiting"), err
+    assert seconds < 20
+
+
+def test_any_callable_runs_builtins_partials_and_objects(executor: RayExecutor) -> None:
+    """``ray.remote`` takes Python functions only; the executor takes what ``submit`` may get."""
+    assert Lambda(abs, executor=executor).batch([-2, 3]) == [2, 3]
+    assert Lambda(functools.partial(add, n=10), executor=executor).invoke(1) == 11
+    assert Lambda(operator.itemgetter("a"), executor=executor).invoke({"a": 5}) == 5
+
+
+def test_the_workers_need_no_fastlcel(cluster: Any, tmp_path) -> None:
+    """What crosses for a builtin or a callable object unpickles where fastlcel is not installed."""
+    from fastlcel._ray import _call
+    from ray import cloudpickle
+
+    (tmp_path / "call.pkl").write_bytes(cloudpickle.dumps(_call))
+    child = Child(
+        """
+        import sys
+        sys.modules["fastlcel"] = None  # as on a worker without it
+        from ray import cloudpickle
+        with open("call.pkl", "rb") as file:
+            print(cloudpickle.loads(file.read())(abs, -3))
+        """,
+        tmp_path,
+    )
+    returncode, out, err, _ = child.finish(timeout=60)
+    assert (returncode, out.strip()) == (0, "3"), err

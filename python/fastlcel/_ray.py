@@ -7,11 +7,15 @@ force=True)``. ``ray`` is imported on first use, never by ``import fastlcel``.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import importlib.util
+import inspect
+import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping
+from concurrent.futures import BrokenExecutor
 from typing import Any
 
 
@@ -43,10 +47,9 @@ class RayExecutor(concurrent.futures.Executor):
             raise ImportError("fastlcel.RayExecutor needs Ray: pip install 'fastlcel[ray]'")
         named = {"num_cpus": num_cpus, "num_gpus": num_gpus, "resources": resources}
         self._options = {k: v for k, v in named.items() if v is not None} | options
-        # fn -> its Ray remote function: Ray exports a function once per remote function. Kept
-        # as long as the function lives; builtins (not weakly referenceable) in a bounded dict.
+        # fn -> its Ray remote function, as long as fn lives: Ray exports a function once per
+        # remote function.
         self._remote: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-        self._remote_strong: dict[Any, Any] = {}
         self._lock = threading.Lock()
 
     @property
@@ -56,29 +59,25 @@ class RayExecutor(concurrent.futures.Executor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> _RayFuture:
         """``fn(*args, **kwargs)`` as a Ray task."""
-        return _RayFuture(self._remote_function(fn).remote(*args, **kwargs))
+        if inspect.isfunction(fn):
+            ref = self._remote_function(fn).remote(*args, **kwargs)
+        else:  # Ray takes Python functions only: a builtin, a partial or a callable object
+            ref = self._remote_function(_call).remote(fn, *args, **kwargs)  # crosses as an argument
+        future = _RayFuture(ref)
+        _completer.add(future)
+        return future
 
     def _remote_function(self, fn: Callable[..., Any]) -> Any:
-        caches: tuple[Any, ...] = (self._remote, self._remote_strong)
-        for cache in caches:
-            try:
-                remote = cache.get(fn)
-            except TypeError:  # not weakly referenceable (a builtin), or not hashable
-                continue
-            if remote is None:
-                with self._lock:
-                    remote = cache.get(fn)
-                    if remote is None:
-                        if cache is self._remote_strong and len(cache) >= 256:
-                            cache.clear()
-                        remote = cache[fn] = self._make_remote(fn)
-            return remote
-        return self._make_remote(fn)
+        remote = self._remote.get(fn)
+        if remote is None:
+            import ray
 
-    def _make_remote(self, fn: Callable[..., Any]) -> Any:
-        import ray
-
-        return ray.remote(**self._options)(fn) if self._options else ray.remote(fn)
+            with self._lock:
+                remote = self._remote.get(fn)
+                if remote is None:
+                    made = ray.remote(**self._options) if self._options else ray.remote
+                    remote = self._remote[fn] = made(fn)
+        return remote
 
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in self._options.items())
@@ -89,26 +88,35 @@ class RayExecutor(concurrent.futures.Executor):
         return (_remade, (self._options,))
 
 
+def _caller() -> Callable[..., Any]:
+    def call(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return call
+
+
+# A local function: Ray's cloudpickle sends it by value, so the workers need no fastlcel.
+_call = _caller()
+
+
 def _remade(options: dict[str, Any]) -> RayExecutor:
     return RayExecutor(**options)
 
 
 class _RayFuture(concurrent.futures.Future):  # type: ignore[type-arg]
-    """The outcome of one Ray task; ``cancel()`` cancels the task."""
+    """The outcome of one Ray task, settled by the process's ``_Completer``; ``cancel()``
+    cancels the task."""
 
     def __init__(self, ref: Any) -> None:
         super().__init__()
-        self._ref = ref
-        ref.future().add_done_callback(self._settle)
+        self.ref = ref
 
-    def _settle(self, done: concurrent.futures.Future) -> None:  # type: ignore[type-arg]
+    def settle(self, value: Any = None, error: BaseException | None = None) -> None:
         try:
-            try:
-                result = done.result()
-            except BaseException as exc:  # handed to whoever waits on this future
-                self.set_exception(_own_exception(exc))
-            else:
-                self.set_result(result)
+            if error is None:
+                self.set_result(value)
+            else:  # handed to whoever waits on this future
+                self.set_exception(_own_exception(error))
         except concurrent.futures.InvalidStateError:
             pass  # cancelled meanwhile
 
@@ -117,8 +125,142 @@ class _RayFuture(concurrent.futures.Future):  # type: ignore[type-arg]
             return False
         import ray
 
-        ray.cancel(self._ref, force=True)
+        ray.cancel(self.ref, force=True)
         return super().cancel()
+
+
+class _Completer:
+    """Settles the futures of every Ray task this process has in flight, in rounds: one thread
+    asks Ray which tasks are done (``ray.wait``) and fetches their values with one ``ray.get``.
+
+    A round ends when an eighth of the tasks in flight are done (one task, with fewer than 16)
+    or after a pause of 10 us per task in flight, from 1 ms to 20 ms, whichever comes first.
+    With one task in flight its future is settled the moment it ends; with many, a value is
+    handed over up to the pause after its task ended.
+
+    NOTE: measured on 1,000 trivial tasks (local cluster, 2 CPUs sharing the 2 vCPUs with this
+    process), interleaved in one run: ``ray.get`` of the list took 607 ms (339 ms of this
+    process's CPU). A future per task through Ray's own completion callback
+    (``ObjectRef.future()``, or ``ObjectRef._on_completed``) took 725-755 ms (1.21-1.28x,
+    542-564 ms of CPU). ``Lambda(executor=RayExecutor()).batch`` on these rounds took 661 ms
+    (1.09x, 456 ms); with a round per finished task (``num_returns=1``) 744-760 ms (1.23-1.25x,
+    the same as Ray's callbacks), with pauses of 3 us per task 691 ms (1.14x). A round costs
+    ~0.15 ms plus ~0.4 us per task in flight, whence the pause.
+    """
+
+    PER_TASK = 10e-6
+    SHORTEST = 0.001
+    LONGEST = 0.02
+
+    @classmethod
+    def pause(cls, in_flight: int) -> float:
+        """The longest a round waits for the tasks in flight to end."""
+        return min(cls.LONGEST, max(cls.SHORTEST, in_flight * cls.PER_TASK))
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._new: list[_RayFuture] = []
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def add(self, future: _RayFuture) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="fastlcel-ray-completer", daemon=True
+                )
+                self._thread.start()
+                atexit.register(self.stop)  # before Ray's own shutdown (atexit runs LIFO)
+            if self._stopping:
+                future.settle(error=_exiting())
+            else:
+                self._new.append(future)
+                self._cond.notify()
+
+    def stop(self) -> None:
+        """Ends the thread (at exit, before Ray disconnects): it returns within a round."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1.0)
+
+    def _run(self) -> None:
+        import ray
+
+        in_flight: dict[Any, _RayFuture] = {}
+        while True:
+            with self._cond:
+                while not (self._new or in_flight or self._stopping):
+                    self._cond.wait()
+                if self._stopping:
+                    for future in [*in_flight.values(), *self._new]:
+                        future.settle(error=_exiting())
+                    return
+                for future in self._new:
+                    in_flight[future.ref] = future
+                self._new.clear()
+            refs = list(in_flight)
+            try:
+                if not ray.is_initialized():  # else ray.wait would start a new local Ray
+                    raise _shut_down()
+                done, _ = ray.wait(
+                    refs, num_returns=max(1, len(refs) // 8), timeout=self.pause(len(refs))
+                )
+            except BaseException as exc:  # the step's ExecutorError ("its executor is broken")
+                broken = exc
+                if not isinstance(exc, BrokenExecutor):
+                    broken = (
+                        _shut_down()
+                        if not ray.is_initialized()
+                        else BrokenExecutor(f"Ray cannot tell how the task went: {exc}")
+                    )
+                    broken.__cause__ = exc
+                for future in in_flight.values():
+                    future.settle(error=broken)
+                in_flight.clear()
+                continue
+            if done:
+                _settle([in_flight.pop(ref) for ref in done])
+
+
+def _exiting() -> BrokenExecutor:
+    return BrokenExecutor("Python is exiting: fastlcel no longer awaits Ray")
+
+
+def _shut_down() -> BrokenExecutor:
+    return BrokenExecutor("Ray was shut down (ray.shutdown) with the task in flight")
+
+
+def _settle(futures: list[_RayFuture]) -> None:
+    """Their values in one ``ray.get``; one by one when one of them failed."""
+    import ray
+
+    try:
+        values = ray.get([future.ref for future in futures])
+    except BaseException:
+        for future in futures:
+            try:
+                value = ray.get(future.ref)
+            except BaseException as exc:
+                future.settle(error=exc)
+            else:
+                future.settle(value)
+    else:
+        for future, value in zip(futures, values, strict=True):
+            future.settle(value)
+
+
+_completer = _Completer()
+
+
+def _after_fork_in_child() -> None:
+    global _completer
+    _completer = _Completer()  # the parent's thread is not in the child
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _own_exception(exc: BaseException) -> BaseException:
