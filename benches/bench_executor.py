@@ -143,8 +143,8 @@ async def await_refs(remote_fn: Any) -> list[int]:
 
 
 def ray_futures(remote_fn: Any) -> list[int]:
-    """A Ray future per task, as any per-call future needs: Ray's completion callback per task
-    (``ObjectRef.future()``), the floor under ``RayExecutor``."""
+    """A Ray future per task through Ray's own completion callback (``ObjectRef.future()``):
+    what ``RayExecutor`` did before it followed its tasks in rounds (see ``_ray._Completer``)."""
     futures = [remote_fn.remote(x).future() for x in range(TRIVIAL_ITEMS)]
     return [future.result() for future in futures]
 

@@ -31,8 +31,10 @@ class RayExecutor(concurrent.futures.Executor):
 
     The function's exception comes back as an instance of its own class, the Ray traceback as its
     ``__cause__``. ``future.cancel()`` (a timeout, a fail-fast abort, a cancelled caller, Ctrl-C)
-    stops the task, running or not: Ray kills its worker process and starts another. Install
-    Ray with ``pip install 'fastlcel[ray]'``.
+    stops the task, running or not: Ray kills its worker process and starts another. Any
+    callable runs (a function, a builtin, a ``functools.partial``, a callable object); the
+    workers need Ray, not fastlcel. One thread per process follows every task in flight (see
+    ``_Completer``). Install Ray with ``pip install 'fastlcel[ray]'``.
     """
 
     def __init__(
