@@ -8,8 +8,10 @@
 //! imports langchain_core only where tracing may be on without the program having imported it
 //! (langsmith's environment variables).
 
+use std::future::Future;
 use std::sync::Arc;
 
+use futures_core::Stream;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use pyo3::intern;
@@ -880,7 +882,7 @@ pub(crate) fn transform(node: Arc<dyn Node>, input: Chunks, args: Args, mode: Ca
             }
             None => {}
         }
-        let mut run = if traced {
+        let run = if traced {
             let name = Python::attach(|py| run_name(py, &node, &args));
             let input = RunInput::Deferred {
                 announced: node.defers_inputs(),
@@ -911,40 +913,16 @@ pub(crate) fn transform(node: Arc<dyn Node>, input: Chunks, args: Args, mode: Ca
                 Err(err) => Chunks::failed(err, mode),
             };
         }
-        let mut failed: Option<PyErr> = None;
-        while let Some(item) = out.stream.next().await {
-            match item {
-                Ok(chunk) => {
-                    if let Some(stream_run) = &mut run {
-                        if let Err(err) = Python::attach(|py| stream_run.chunk(py, &chunk)) {
-                            failed = Some(err);
-                            break;
-                        }
-                    }
-                    yield Ok(chunk);
-                }
-                Err(err) => {
-                    failed = Some(err);
-                    break;
-                }
-            }
-        }
-        drop(out);
-        if failed.is_none() {
+        let rest_of_input = async move {
             while let Some(item) = source.next().await {
                 if let Err(err) = item.and_then(|chunk| record(&chunk)) {
-                    failed = Some(err);
-                    break;
+                    return Some(err);
                 }
             }
-        }
-        if let Some(stream_run) = run {
-            if let Err(handler_err) = stream_run.end(failed.as_ref()).await {
-                failed = Some(handler_err);
-            }
-        }
-        if let Some(err) = failed {
-            yield Err(err);
+            None
+        };
+        for await item in recorded(run, out, rest_of_input) {
+            yield item;
         }
     };
     Chunks::made_by(Box::pin(stream), mode)
@@ -963,7 +941,7 @@ pub(crate) fn whole(node: Arc<dyn Node>, input: Chunks, args: Args, mode: Caller
                 return;
             }
         };
-        let mut run = if traced {
+        let run = if traced {
             let (name, given) = Python::attach(|py| (run_name(py, &node, &args), value.clone_ref(py)));
             match Run::open(&args.config, RunInput::Now(given), name, mode).await {
                 Ok(run) => Some(StreamRun {
@@ -987,7 +965,24 @@ pub(crate) fn whole(node: Arc<dyn Node>, input: Chunks, args: Args, mode: Caller
             Some(stream_run) => args.within(&stream_run.run),
             None => args,
         };
-        let mut out = node.stream_value(value, inner, mode);
+        let out = node.stream_value(value, inner, mode);
+        for await item in recorded(run, out, std::future::ready(None)) {
+            yield item;
+        }
+    };
+    Chunks::made_by(Box::pin(stream), mode)
+}
+
+/// The chunks of `out`, a streamed call's output, each added to `run`'s output if traced; once
+/// `out` ends, `after` (a transform reads the rest of its input), then the run ends. The first
+/// error (of `out`, of recording a chunk, of `after`, of ending the run) comes last and ends
+/// the stream.
+fn recorded(
+    mut run: Option<StreamRun>,
+    mut out: Chunks,
+    after: impl Future<Output = Option<PyErr>> + Send + 'static,
+) -> impl Stream<Item = PyResult<Py<PyAny>>> + Send + 'static {
+    async_stream::stream! {
         let mut failed: Option<PyErr> = None;
         while let Some(item) = out.stream.next().await {
             match item {
@@ -1007,6 +1002,9 @@ pub(crate) fn whole(node: Arc<dyn Node>, input: Chunks, args: Args, mode: Caller
             }
         }
         drop(out);
+        if failed.is_none() {
+            failed = after.await;
+        }
         if let Some(stream_run) = run {
             if let Err(handler_err) = stream_run.end(failed.as_ref()).await {
                 failed = Some(handler_err);
@@ -1015,8 +1013,7 @@ pub(crate) fn whole(node: Arc<dyn Node>, input: Chunks, args: Args, mode: Caller
         if let Some(err) = failed {
             yield Err(err);
         }
-    };
-    Chunks::made_by(Box::pin(stream), mode)
+    }
 }
 
 /// `out` through the run's streaming handler, if it has one (`tap_output_iter`/`aiter`: how
