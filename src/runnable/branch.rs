@@ -41,23 +41,25 @@ impl BranchNode {
     ) -> PyResult<(&Step, Args)> {
         for (i, (condition, runnable)) in self.branches.iter().enumerate() {
             let (input, condition_args) = Python::attach(|py| {
-                let tag = format!("condition:{}", i + 1);
-                args.child(py, Some(&tag)).map(|a| (input.clone_ref(py), a))
+                args.child_tagged(py, || format!("condition:{}", i + 1))
+                    .map(|a| (input.clone_ref(py), a))
             })?;
             let holds = condition.run(input, condition_args, mode).await?;
             if Python::attach(|py| holds.bind(py).is_truthy())? {
-                let tag = format!("branch:{}", i + 1);
-                return Ok((runnable, branch_args(args, &tag)?));
+                return Ok((runnable, branch_args(args, || format!("branch:{}", i + 1))?));
             }
         }
-        Ok((&self.default, branch_args(args, "branch:default")?))
+        Ok((
+            &self.default,
+            branch_args(args, || "branch:default".to_owned())?,
+        ))
     }
 }
 
 /// The chosen runnable's arguments: a child of the run tagged `tag`, with the call's keyword
 /// arguments.
-fn branch_args(args: &Args, tag: &str) -> PyResult<Args> {
-    let mut child = Python::attach(|py| args.child(py, Some(tag)))?;
+fn branch_args(args: &Args, tag: impl FnOnce() -> String) -> PyResult<Args> {
+    let mut child = Python::attach(|py| args.child_tagged(py, tag))?;
     child.kwargs = args.kwargs.clone();
     Ok(child)
 }

@@ -84,7 +84,7 @@ fn attempt_args(py: Python<'_>, args: &Args) -> PyResult<Args> {
         .get(py, "callbacks")?
         .is_some_and(|c| !c.is_none());
     let mut attempt = if args.batched || !callers_callbacks {
-        args.child(py, None)?
+        args.child(py)?
     } else {
         args.config_only()
     };
@@ -142,7 +142,7 @@ impl Node for FallbacksNode {
                     }
                 };
                 // Streamed, each attempt is a child of the run.
-                let attempt_args = match Python::attach(|py| args.child(py, None)) {
+                let attempt_args = match Python::attach(|py| args.child(py)) {
                     Ok(mut child) => {
                         child.kwargs = args.kwargs.clone();
                         child

@@ -63,7 +63,7 @@ impl Func {
     ) -> PyResult<Called<'py>> {
         let func = self.func.bind(py);
         let child = match &args.run {
-            Some(_) => Some(args.child(py, None)?),
+            Some(_) => Some(args.child(py)?),
             None => None,
         };
         let ctx = match &child {
@@ -249,7 +249,7 @@ impl LambdaNode {
                 input.bind(py).repr()?
             )));
         }
-        let child = args.child(py, None)?;
+        let child = args.child(py)?;
         let config = child.config.with_recursion_limit(py, limit - 1)?;
         Ok(Some((step, Args::new(Arc::new(config)))))
     }

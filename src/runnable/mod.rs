@@ -95,28 +95,29 @@ impl Args {
     }
 
     /// A child step's arguments (no keyword arguments): in a traced call, its config's callbacks
-    /// are the run's child manager tagged `tag` (langchain_core's
-    /// `patch_config(config, callbacks=run_manager.get_child(tag))`).
-    pub(crate) fn child(&self, py: Python<'_>, tag: Option<&str>) -> PyResult<Self> {
-        match &self.run {
-            None => Ok(self.config_only()),
-            Some(run) => {
-                let callbacks = run.child_callbacks(py, tag)?;
-                Ok(Self::new(Arc::new(self.config.with_callbacks(&callbacks)?)))
-            }
-        }
+    /// are the run's child manager (langchain_core's
+    /// `patch_config(config, callbacks=run_manager.get_child())`).
+    pub(crate) fn child(&self, py: Python<'_>) -> PyResult<Self> {
+        self.child_of(py, || None)
     }
 
-    /// [`Self::child`] with a tag made only if the call is traced (a step of a Sequence or a
-    /// Parallel: no string formatted per step otherwise).
+    /// [`Self::child`] with the child manager tagged `tag()` (`get_child(tag)`); the tag is made
+    /// only if the call is traced: no string is formatted per step otherwise.
     pub(crate) fn child_tagged(
         &self,
         py: Python<'_>,
         tag: impl FnOnce() -> String,
     ) -> PyResult<Self> {
+        self.child_of(py, || Some(tag()))
+    }
+
+    fn child_of(&self, py: Python<'_>, tag: impl FnOnce() -> Option<String>) -> PyResult<Self> {
         match &self.run {
             None => Ok(self.config_only()),
-            Some(_) => self.child(py, Some(&tag())),
+            Some(run) => {
+                let callbacks = run.child_callbacks(py, tag().as_deref())?;
+                Ok(Self::new(Arc::new(self.config.with_callbacks(&callbacks)?)))
+            }
         }
     }
 

@@ -266,7 +266,7 @@ impl Node for AssignNode {
             let mapper = Here::Node(Arc::clone(self.mapper.get().node()));
             let (mapper_input, mapper_args) = Python::attach(|py| {
                 expect_dict(input.bind(py))?;
-                let mut child = args.child(py, None)?;
+                let mut child = args.child(py)?;
                 child.kwargs = args.kwargs.clone();
                 Ok::<_, PyErr>((input.clone_ref(py), child))
             })?;
@@ -292,7 +292,7 @@ impl Node for AssignNode {
             copies.next().expect("two copies"),
         );
         let mapper = Here::Node(Arc::clone(self.mapper.get().node()));
-        let mapper_args = match Python::attach(|py| args.child(py, None)) {
+        let mapper_args = match Python::attach(|py| args.child(py)) {
             Ok(child) => child,
             Err(err) => return Chunks::failed(err, mode),
         };

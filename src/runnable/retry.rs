@@ -176,8 +176,11 @@ impl Node for RetryNode {
             loop {
                 // Each attempt a child run, tagged from the second on (langchain_core's).
                 let (attempt_input, attempt_args) = Python::attach(|py| {
-                    let tag = (attempt > 1).then(|| format!("retry:attempt:{attempt}"));
-                    let mut child = args.child(py, tag.as_deref())?;
+                    let mut child = if attempt > 1 {
+                        args.child_tagged(py, || format!("retry:attempt:{attempt}"))?
+                    } else {
+                        args.child(py)?
+                    };
                     child.kwargs = args.kwargs.clone();
                     child.batched = args.batched;
                     Ok::<_, PyErr>((input.clone_ref(py), child))
