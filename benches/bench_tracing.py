@@ -12,12 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import faulthandler
-import json
 import sys
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from bench_core import (
@@ -37,6 +35,9 @@ from bench_core import (
 )
 from langchain_core import runnables as langchain_runnables
 from langchain_core.callbacks import BaseCallbackHandler
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from langsmith_server import Server  # noqa: E402 (the tests' local LangSmith server)
 
 if FASTLCEL_IMPORT_ERROR is None:
     import fastlcel
@@ -113,56 +114,6 @@ def runs_per_call(runnable: Any, x: Any) -> int:
     return counter.runs
 
 
-# ------------------------------------------------------------------ a local LangSmith server
-
-INFO = {
-    "version": "0.0.0",
-    "batch_ingest_config": {
-        "use_multipart_endpoint": False,
-        "scale_up_qsize_trigger": 1000,
-        "scale_up_nthreads_limit": 16,
-        "scale_down_nempty_trigger": 4,
-        "size_limit": 100,
-        "size_limit_bytes": 20_971_520,
-    },
-}
-
-
-class LangSmithServer:
-    """Accepts what a LangSmith client posts and counts the runs."""
-
-    def __init__(self) -> None:
-        self.posted = 0
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _reply(self, payload: Any) -> None:
-                body = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:
-                self._reply(INFO if self.path.startswith("/info") else {})
-
-            def do_POST(self) -> None:
-                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.path.startswith("/runs/batch"):
-                    server.posted += len(json.loads(data or b"{}").get("post", []))
-                self._reply({})
-
-            do_PATCH = do_POST
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-
 def traced_to(client: Any, call: Callable[[], Any]) -> Callable[[], Any]:
     from langsmith.run_helpers import tracing_context
 
@@ -173,7 +124,7 @@ def traced_to(client: Any, call: Callable[[], Any]) -> Callable[[], Any]:
     return op
 
 
-def posted_per_call(server: LangSmithServer, client: Any, call: Callable[[], Any]) -> int:
+def posted_per_call(server: Server, client: Any, call: Callable[[], Any]) -> int:
     before = server.posted
     traced_to(client, call)()
     client.flush()
@@ -183,7 +134,7 @@ def posted_per_call(server: LangSmithServer, client: Any, call: Callable[[], Any
 # --------------------------------------------------------------------------------- the cases
 
 
-def build_cases(server: LangSmithServer, client: Any) -> list[Case]:
+def build_cases(server: Server, client: Any) -> list[Case]:
     x = {"question": "What is LCEL?"}
     counter = CountRuns()
     config = {"callbacks": [counter]}
@@ -271,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.enable()
     import langsmith
 
-    server = LangSmithServer()
+    server = Server(keep_runs=False)
     client = langsmith.Client(api_url=server.url, api_key="bench")
     meta: dict[str, Any] = {
         "bench": "tracing",
@@ -299,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         loop.close()
         client.flush()
-        server.http.shutdown()
+        server.close()
     report(cases, meta, wall, others, args.json)
     return 0
 

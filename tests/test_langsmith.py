@@ -6,101 +6,24 @@ errors)."""
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
-import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
 from typing import Any
 from uuid import uuid4
 
 import pytest
+from langsmith_server import Server
 
 langsmith = pytest.importorskip("langsmith")
 
 pytestmark = pytest.mark.timeout(60)
-
-# What a LangSmith server answers at /info: batched JSON uploads (no multipart, no compression).
-INFO = {
-    "version": "0.0.0",
-    "batch_ingest_config": {
-        "use_multipart_endpoint": False,
-        "scale_up_qsize_trigger": 1000,
-        "scale_up_nthreads_limit": 16,
-        "scale_down_nempty_trigger": 4,
-        "size_limit": 100,
-        "size_limit_bytes": 20_971_520,
-    },
-}
-
-
-class Server:
-    """Records the runs a LangSmith client posts (`/runs/batch`, `/runs`) and patches."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.runs: dict[str, dict[str, Any]] = {}
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _reply(self, payload: Any) -> None:
-                body = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _json(self) -> Any:
-                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.headers.get("Content-Encoding") in ("gzip", "deflate"):
-                    data = zlib.decompress(data, 47)
-                return json.loads(data or b"null")
-
-            def do_GET(self) -> None:
-                self._reply(INFO if self.path.startswith("/info") else {})
-
-            def do_POST(self) -> None:
-                payload = self._json()
-                if self.path.startswith("/runs/batch"):
-                    for run in payload.get("post", []) + payload.get("patch", []):
-                        recorder.record(run)
-                elif self.path.rstrip("/") == "/runs":
-                    recorder.record(payload)
-                self._reply({})
-
-            def do_PATCH(self) -> None:
-                run = self._json()
-                run["id"] = self.path.rstrip("/").rsplit("/", 1)[-1]
-                recorder.record(run)
-                self._reply({})
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def record(self, run: dict[str, Any]) -> None:
-        with self.lock:
-            self.runs.setdefault(str(run["id"]), {}).update(
-                {k: v for k, v in run.items() if v is not None}
-            )
-
-    def take(self) -> list[dict[str, Any]]:
-        with self.lock:
-            runs, self.runs = list(self.runs.values()), {}
-        return runs
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
     srv = Server()
     yield srv
-    srv.http.shutdown()
-    srv.http.server_close()
+    srv.close()
 
 
 def _value(value: Any) -> str:
