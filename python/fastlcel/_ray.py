@@ -138,7 +138,9 @@ class _Completer:
     A round ends when an eighth of the tasks in flight are done (one task, with fewer than 16)
     or after a pause of 10 us per task in flight, from 1 ms to 20 ms, whichever comes first.
     With one task in flight its future is settled the moment it ends; with many, a value is
-    handed over up to the pause after its task ended.
+    handed over up to the pause after its task ended. While no task ends and none is added,
+    the pause doubles each round (up to 20 ms), so that long tasks cost the thread ~50 rounds a
+    second rather than 1,000; a task added meanwhile is seen at the end of the round.
 
     NOTE: measured on 1,000 trivial tasks (local cluster, 2 CPUs sharing the 2 vCPUs with this
     process), interleaved in one run: ``ray.get`` of the list took 607 ms (339 ms of this
@@ -155,9 +157,10 @@ class _Completer:
     LONGEST = 0.02
 
     @classmethod
-    def pause(cls, in_flight: int) -> float:
-        """The longest a round waits for the tasks in flight to end."""
-        return min(cls.LONGEST, max(cls.SHORTEST, in_flight * cls.PER_TASK))
+    def pause(cls, in_flight: int, quiet: int) -> float:
+        """The longest a round waits for the tasks in flight to end, after ``quiet`` rounds in a
+        row in which no task ended and none was added: it doubles with each of those."""
+        return min(cls.LONGEST, max(cls.SHORTEST, in_flight * cls.PER_TASK) * 2**quiet)
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -192,6 +195,7 @@ class _Completer:
         import ray
 
         in_flight: dict[Any, _RayFuture] = {}
+        quiet = 0
         while True:
             with self._cond:
                 while not (self._new or in_flight or self._stopping):
@@ -200,6 +204,8 @@ class _Completer:
                     for future in [*in_flight.values(), *self._new]:
                         future.settle(error=_exiting())
                     return
+                if self._new:
+                    quiet = 0
                 for future in self._new:
                     in_flight[future.ref] = future
                 self._new.clear()
@@ -208,7 +214,7 @@ class _Completer:
                 if not ray.is_initialized():  # else ray.wait would start a new local Ray
                     raise _shut_down()
                 done, _ = ray.wait(
-                    refs, num_returns=max(1, len(refs) // 8), timeout=self.pause(len(refs))
+                    refs, num_returns=max(1, len(refs) // 8), timeout=self.pause(len(refs), quiet)
                 )
             except BaseException as exc:  # the step's ExecutorError ("its executor is broken")
                 broken = exc
@@ -223,6 +229,7 @@ class _Completer:
                     future.settle(error=broken)
                 in_flight.clear()
                 continue
+            quiet = 0 if done else min(quiet + 1, 8)
             if done:
                 _settle([in_flight.pop(ref) for ref in done])
 
