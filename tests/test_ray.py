@@ -259,3 +259,18 @@ def test_the_workers_need_no_fastlcel(cluster: Any, tmp_path) -> None:
     )
     returncode, out, err, _ = child.finish(timeout=60)
     assert (returncode, out.strip()) == (0, "3"), err
+
+
+# Python 3.12+ warns that forking a multi-threaded process may deadlock.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_does_not_count_on_the_parents_completer(executor: RayExecutor) -> None:
+    """The thread that settles Ray futures is not in a forked child: the child gets a fresh one
+    (started on its first task), not a record of one that would leave its futures waiting."""
+    assert Lambda(inc, executor=executor).invoke(1) == 2  # the parent's thread runs
+    child = os.fork()
+    if child == 0:
+        from fastlcel import _ray
+
+        os._exit(0 if _ray._completer._thread is None else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
