@@ -127,7 +127,8 @@ class _RayFuture(concurrent.futures.Future):  # type: ignore[type-arg]
             return False
         import ray
 
-        ray.cancel(self.ref, force=True)
+        if ray.is_initialized():  # else ray.cancel would start a new local Ray
+            ray.cancel(self.ref, force=True)
         return super().cancel()
 
 
