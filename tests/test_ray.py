@@ -200,12 +200,16 @@ def test_ray_shut_down_with_tasks_in_flight_fails_them(cluster: Any, tmp_path) -
                 got.append(exc)
         caller = threading.Thread(target=call)
         caller.start()
-        from fastlcel._ray import _RayFuture
-        unsettled = _RayFuture(ray.put(0))  # a future the completer never saw
+        from fastlcel._ray import _RayFuture, _settle
+        unsettled = _RayFuture(ray.put(0))  # futures the completer never saw
+        late = _RayFuture(ray.put(0))
         time.sleep(2)
         ray.shutdown()
         caller.join(20)
-        assert unsettled.cancel()  # without calling ray.cancel, which would start a new Ray
+        # Neither calls ray.cancel nor ray.get, which would start a new Ray:
+        assert unsettled.cancel()
+        _settle([late])  # as a round that ray.shutdown() overtook
+        assert "Ray was shut down" in str(late.exception())
         print(caller.is_alive(), type(got[0]).__name__, ray.is_initialized())
         print(got[0])
         """,

@@ -212,9 +212,7 @@ class _Completer:
                 self._new.clear()
             refs = list(in_flight)
             try:
-                if not ray.is_initialized():  # else ray.wait would start a new local Ray
-                    raise _shut_down()
-                done, _ = ray.wait(
+                done, _ = _live_ray().wait(
                     refs, num_returns=max(1, len(refs) // 8), timeout=self.pause(len(refs), quiet)
                 )
             except BaseException as exc:  # the step's ExecutorError ("its executor is broken")
@@ -245,14 +243,12 @@ def _shut_down() -> BrokenExecutor:
 
 def _settle(futures: list[_RayFuture]) -> None:
     """Their values in one ``ray.get``; one by one when one of them failed."""
-    import ray
-
     try:
-        values = ray.get([future.ref for future in futures])
+        values = _live_ray().get([future.ref for future in futures])
     except BaseException:
         for future in futures:
             try:
-                value = ray.get(future.ref)
+                value = _live_ray().get(future.ref)
             except BaseException as exc:
                 future.settle(error=exc)
             else:
@@ -260,6 +256,16 @@ def _settle(futures: list[_RayFuture]) -> None:
     else:
         for future, value in zip(futures, values, strict=True):
             future.settle(value)
+
+
+def _live_ray() -> Any:
+    """The ``ray`` module, or the "Ray was shut down" error: after a ``ray.shutdown()``,
+    ``ray.wait`` and ``ray.get`` would start a new local Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        raise _shut_down()
+    return ray
 
 
 _completer = _Completer()
