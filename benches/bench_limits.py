@@ -133,15 +133,6 @@ def aacquire_loop(limiter: Any) -> Callable[[int], None]:
     return loop
 
 
-def invoke_loop(runnable: Any, keys: Callable[[int], Iterable[int]]) -> Callable[[int], None]:
-    def loop(n: int) -> None:
-        invoke = runnable.invoke
-        for i in keys(n):
-            invoke(i)
-
-    return loop
-
-
 def call_loop(
     func: Callable[[int], int], keys: Callable[[int], Iterable[int]]
 ) -> Callable[[int], None]:
@@ -250,15 +241,15 @@ def cases() -> list[tuple[str, list[tuple[str, Callable[[int], float], Callable[
         (
             "with_rate_limit invoke (bare Lambda: floor)",
             [
-                ("fastlcel", per_op, invoke_loop(limited, range)),
-                ("bare Lambda", per_op, invoke_loop(bare, range)),
+                ("fastlcel", per_op, call_loop(limited.invoke, range)),
+                ("bare Lambda", per_op, call_loop(bare.invoke, range)),
             ],
         ),
         (
             "cache hit, invoke",
             [
-                ("fastlcel", per_op, invoke_loop(hit, hot)),
-                ("bare Lambda", per_op, invoke_loop(bare, hot)),
+                ("fastlcel", per_op, call_loop(hit.invoke, hot)),
+                ("bare Lambda", per_op, call_loop(bare.invoke, hot)),
                 ("lru_cache", per_op, call_loop(hit_lru, hot)),
                 ("dict memo", per_op, call_loop(dict_memo, hot)),
             ],
@@ -266,7 +257,7 @@ def cases() -> list[tuple[str, list[tuple[str, Callable[[int], float], Callable[
         (
             f"cache hit, invoke, {THREADS} threads",
             [
-                ("fastlcel", threaded, invoke_loop(hit8, hot)),
+                ("fastlcel", threaded, call_loop(hit8.invoke, hot)),
                 ("lru_cache", threaded, call_loop(hit_lru, hot)),
             ],
         ),
@@ -274,14 +265,14 @@ def cases() -> list[tuple[str, list[tuple[str, Callable[[int], float], Callable[
         (
             "cache miss + insert (unbounded)",
             [
-                ("fastlcel", per_op, invoke_loop(miss, Fresh())),
+                ("fastlcel", per_op, call_loop(miss.invoke, Fresh())),
                 ("lru_cache", per_op, call_loop(miss_lru, Fresh())),
             ],
         ),
         (
             "cache miss + insert + evict (maxsize 128)",
             [
-                ("fastlcel", per_op, invoke_loop(evict, Fresh())),
+                ("fastlcel", per_op, call_loop(evict.invoke, Fresh())),
                 ("lru_cache", per_op, call_loop(evict_lru, Fresh())),
             ],
         ),
